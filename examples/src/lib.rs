@@ -1,0 +1,1 @@
+//! Example client programs live in `src/bin`.

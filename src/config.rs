@@ -1,0 +1,75 @@
+//! The core's configuration: what the binary reads from `[broker]` and `[[users]]`.
+//!
+//! Only values live here; reading files and environment is the binary's job.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the core needs to open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// Directory for durable state (definitions now, message store later).
+    pub data_dir: PathBuf,
+    /// Virtual hosts created at start; the first is the default (`/`).
+    pub vhosts: Vec<String>,
+    /// Users and their per-vhost permissions. Empty means the RabbitMQ default:
+    /// `guest`/`guest`, administrator, full permissions on `/`.
+    pub users: Vec<UserConfig>,
+    /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// Memory used by queued message bodies above which publishers are blocked, in bytes.
+    /// `0` picks 40% of physical memory, RabbitMQ's default `vm_memory_high_watermark`.
+    pub memory_high_watermark: u64,
+    /// Largest message body accepted from any front-end, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            data_dir: PathBuf::from("data"),
+            vhosts: vec!["/".to_string()],
+            users: Vec::new(),
+            loopback_users: vec!["guest".to_string()],
+            memory_high_watermark: 0,
+            max_message_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// One user account.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// Clear-text password; hashed at load time and never kept.
+    pub password: Option<String>,
+    /// RabbitMQ-format `rabbit_password_hashing_sha256` hash: base64(salt[4] ‖ sha256(salt ‖ password)).
+    pub password_hash: Option<String>,
+    /// Tags such as `administrator`, `management` (used by the management API).
+    pub tags: Vec<String>,
+    /// Permissions per virtual host name.
+    pub permissions: BTreeMap<String, PermissionConfig>,
+}
+
+/// RabbitMQ's three permission regexes for one user on one vhost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionConfig {
+    /// Resources the user may declare and delete.
+    pub configure: String,
+    /// Resources the user may publish to / bind from.
+    pub write: String,
+    /// Resources the user may consume from / bind to.
+    pub read: String,
+}
+
+impl Default for PermissionConfig {
+    fn default() -> Self {
+        PermissionConfig { configure: ".*".into(), write: ".*".into(), read: ".*".into() }
+    }
+}

@@ -1,0 +1,322 @@
+//! Exchanges (topics): named routers from a published message to queues and
+//! other exchanges, by their bindings.
+//!
+//! The binding list is the source of truth; a per-kind index is rebuilt when it
+//! changes (bindings change rarely, messages route constantly).
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+
+use crate::error::{CoreError, CoreResult};
+use crate::message::{FieldTable, FieldValue};
+use crate::queue::config::values_equal;
+use crate::topic::TopicPattern;
+
+/// The routing algorithm of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Routing key equals binding key.
+    Direct,
+    /// Every binding.
+    Fanout,
+    /// Binding key is a `*`/`#` pattern over `.`-separated words.
+    Topic,
+    /// Binding arguments match message headers (`x-match` all/any).
+    Headers,
+}
+
+impl ExchangeKind {
+    /// Parse the AMQP type name.
+    pub fn parse(s: &str) -> Option<ExchangeKind> {
+        match s {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+    /// The AMQP type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// A queue by name.
+    Queue(String),
+    /// Another exchange by name (exchange-to-exchange binding).
+    Exchange(String),
+}
+
+/// A binding from an exchange to a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// Where matching messages go.
+    pub destination: Destination,
+    /// Binding key (pattern for topic exchanges).
+    pub key: String,
+    /// Binding arguments (`x-match` and header values for headers exchanges).
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XMatch {
+    All,
+    Any,
+    AllWithX,
+    AnyWithX,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    direct: HashMap<String, Vec<usize>>,
+    topic: Vec<(TopicPattern, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Bindings {
+    list: Vec<Binding>,
+    index: Index,
+}
+
+/// An exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Name (`""` is the default exchange).
+    pub name: String,
+    /// Routing algorithm.
+    pub kind: ExchangeKind,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// May not be published to by clients.
+    pub internal: bool,
+    /// Arguments as declared.
+    pub arguments: FieldTable,
+    bindings: RwLock<Bindings>,
+}
+
+impl Exchange {
+    /// A new exchange with no bindings.
+    pub fn new(
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Exchange {
+        Exchange { name, kind, durable, auto_delete, internal, arguments, bindings: RwLock::new(Bindings::default()) }
+    }
+
+    /// The alternate exchange (`alternate-exchange` argument), if any.
+    pub fn alternate(&self) -> Option<&str> {
+        self.arguments.get("alternate-exchange").and_then(FieldValue::as_str)
+    }
+
+    /// Check that binding arguments make sense for this exchange kind.
+    pub fn validate_binding(&self, arguments: &FieldTable) -> CoreResult<()> {
+        if self.kind == ExchangeKind::Headers {
+            parse_x_match(arguments)?;
+        }
+        Ok(())
+    }
+
+    /// Add a binding; false if an identical one exists.
+    pub fn bind(&self, binding: Binding) -> bool {
+        let mut b = self.bindings.write();
+        if b.list.contains(&binding) {
+            return false;
+        }
+        b.list.push(binding);
+        b.index = build_index(&b.list, self.kind);
+        true
+    }
+
+    /// Remove a binding; false if it did not exist.
+    pub fn unbind(&self, destination: &Destination, key: &str, arguments: &FieldTable) -> bool {
+        let mut b = self.bindings.write();
+        let before = b.list.len();
+        b.list.retain(|x| !(x.destination == *destination && x.key == key && x.arguments == *arguments));
+        let changed = b.list.len() != before;
+        if changed {
+            b.index = build_index(&b.list, self.kind);
+        }
+        changed
+    }
+
+    /// Remove every binding to `destination`; returns how many were removed.
+    pub fn unbind_all(&self, destination: &Destination) -> usize {
+        let mut b = self.bindings.write();
+        let before = b.list.len();
+        b.list.retain(|x| x.destination != *destination);
+        let removed = before - b.list.len();
+        if removed > 0 {
+            b.index = build_index(&b.list, self.kind);
+        }
+        removed
+    }
+
+    /// True if a binding exists.
+    pub fn has_binding(&self, destination: &Destination, key: &str, arguments: &FieldTable) -> bool {
+        self.bindings
+            .read()
+            .list
+            .iter()
+            .any(|x| x.destination == *destination && x.key == key && x.arguments == *arguments)
+    }
+
+    /// Number of bindings with this exchange as source.
+    pub fn binding_count(&self) -> usize {
+        self.bindings.read().list.len()
+    }
+
+    /// A copy of the bindings.
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().list.clone()
+    }
+
+    /// Destinations for a message with `routing_key` and `headers`, appended to `out`.
+    pub fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
+        let b = self.bindings.read();
+        match self.kind {
+            ExchangeKind::Fanout => out.extend(b.list.iter().map(|x| x.destination.clone())),
+            ExchangeKind::Direct => {
+                if let Some(ids) = b.index.direct.get(routing_key) {
+                    out.extend(ids.iter().map(|&i| b.list[i].destination.clone()));
+                }
+            }
+            ExchangeKind::Topic => {
+                for (pattern, i) in &b.index.topic {
+                    if pattern.matches(routing_key) {
+                        out.push(b.list[*i].destination.clone());
+                    }
+                }
+            }
+            ExchangeKind::Headers => {
+                let empty = FieldTable::new();
+                let headers = headers.unwrap_or(&empty);
+                for x in &b.list {
+                    if headers_match(&x.arguments, headers) {
+                        out.push(x.destination.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn build_index(list: &[Binding], kind: ExchangeKind) -> Index {
+    let mut index = Index::default();
+    for (i, b) in list.iter().enumerate() {
+        match kind {
+            ExchangeKind::Direct => index.direct.entry(b.key.clone()).or_default().push(i),
+            ExchangeKind::Topic => index.topic.push((TopicPattern::new(&b.key), i)),
+            _ => {}
+        }
+    }
+    index
+}
+
+fn parse_x_match(args: &FieldTable) -> CoreResult<XMatch> {
+    match args.get("x-match") {
+        None => Ok(XMatch::All),
+        Some(v) => match v.as_str() {
+            Some("all") => Ok(XMatch::All),
+            Some("any") => Ok(XMatch::Any),
+            Some("all-with-x") => Ok(XMatch::AllWithX),
+            Some("any-with-x") => Ok(XMatch::AnyWithX),
+            _ => Err(CoreError::precondition(format!(
+                "Invalid x-match field value {v:?}; expected all, any, all-with-x, or any-with-x"
+            ))),
+        },
+    }
+}
+
+/// RabbitMQ's headers-exchange match: binding arguments (other than `x-match`, and
+/// other than `x-`-prefixed ones unless `*-with-x`) compared with message headers;
+/// a void binding value matches on presence alone.
+fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
+    let mode = parse_x_match(binding).unwrap_or(XMatch::All);
+    let with_x = matches!(mode, XMatch::AllWithX | XMatch::AnyWithX);
+    let mut checked = binding.iter().filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.starts_with("x-")));
+    let one = |(k, v): (&String, &FieldValue)| match headers.get(k) {
+        None => false,
+        Some(h) => *v == FieldValue::Void || values_equal(v, h),
+    };
+    match mode {
+        XMatch::All | XMatch::AllWithX => checked.all(one),
+        XMatch::Any | XMatch::AnyWithX => checked.any(one),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(pairs: &[(&str, FieldValue)]) -> FieldTable {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn q(n: &str) -> Destination {
+        Destination::Queue(n.into())
+    }
+
+    #[test]
+    fn direct_fanout_topic() {
+        let d = Exchange::new("d".into(), ExchangeKind::Direct, false, false, false, FieldTable::new());
+        d.bind(Binding { destination: q("a"), key: "k".into(), arguments: FieldTable::new() });
+        d.bind(Binding { destination: q("b"), key: "other".into(), arguments: FieldTable::new() });
+        let mut out = Vec::new();
+        d.route("k", None, &mut out);
+        assert_eq!(out, vec![q("a")]);
+
+        let f = Exchange::new("f".into(), ExchangeKind::Fanout, false, false, false, FieldTable::new());
+        f.bind(Binding { destination: q("a"), key: "x".into(), arguments: FieldTable::new() });
+        f.bind(Binding { destination: q("b"), key: "y".into(), arguments: FieldTable::new() });
+        let mut out = Vec::new();
+        f.route("zzz", None, &mut out);
+        assert_eq!(out.len(), 2);
+
+        let tp = Exchange::new("t".into(), ExchangeKind::Topic, false, false, false, FieldTable::new());
+        tp.bind(Binding { destination: q("a"), key: "a.*".into(), arguments: FieldTable::new() });
+        tp.bind(Binding { destination: q("b"), key: "#".into(), arguments: FieldTable::new() });
+        let mut out = Vec::new();
+        tp.route("a.b", None, &mut out);
+        assert_eq!(out, vec![q("a"), q("b")]);
+        assert!(tp.unbind(&q("b"), "#", &FieldTable::new()));
+        let mut out = Vec::new();
+        tp.route("c", None, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn headers_all_any_void_and_x() {
+        let h = t(&[("a", FieldValue::I32(1)), ("b", FieldValue::text("x")), ("x-k", FieldValue::text("v"))]);
+        assert!(headers_match(&t(&[("a", FieldValue::I64(1)), ("b", FieldValue::text("x"))]), &h));
+        assert!(!headers_match(&t(&[("a", FieldValue::I64(1)), ("c", FieldValue::text("x"))]), &h));
+        assert!(headers_match(
+            &t(&[("x-match", FieldValue::text("any")), ("a", FieldValue::I64(2)), ("b", FieldValue::text("x"))]),
+            &h
+        ));
+        assert!(headers_match(&t(&[("a", FieldValue::Void)]), &h));
+        // x- arguments are ignored unless *-with-x.
+        assert!(headers_match(&t(&[("x-k", FieldValue::text("nope"))]), &h));
+        assert!(!headers_match(
+            &t(&[("x-match", FieldValue::text("all-with-x")), ("x-k", FieldValue::text("nope"))]),
+            &h
+        ));
+        assert!(headers_match(&t(&[("x-match", FieldValue::text("any-with-x")), ("x-k", FieldValue::text("v"))]), &h));
+        assert!(parse_x_match(&t(&[("x-match", FieldValue::text("bogus"))])).is_err());
+    }
+}

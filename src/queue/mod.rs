@@ -1,0 +1,321 @@
+//! Queues at runtime: the [`state::QueueState`] machine behind a lock, the
+//! consumers' delivery sinks, and the timer that ticks it.
+//!
+//! The lock is a `parking_lot::Mutex`, not a tokio one: nothing awaits while it
+//! is held (deliveries go into unbounded channels whose depth the state
+//! machine bounds by credit). Effects other than deliveries — dead letters,
+//! expiry, auto-delete — are returned to the caller, which runs them after the
+//! lock is released, so one queue never locks another while held.
+
+pub mod config;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use crate::message::{FieldTable, Message};
+use crate::time::{Millis, now_ms};
+use config::QueueConfig;
+use state::{ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, QueueCounts, QueueState};
+
+/// Identifies a client connection broker-wide (exclusive queue ownership).
+pub type ConnectionId = u64;
+
+/// What a consumer's front-end receives.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// A message for `consumer`.
+    Deliver {
+        /// Which consumer.
+        consumer: ConsumerId,
+        /// The queue it came from (settle through it).
+        queue: Arc<Queue>,
+        /// The delivery.
+        delivery: Delivery,
+    },
+    /// The broker cancelled `consumer` (its queue was deleted).
+    Cancelled {
+        /// Which consumer.
+        consumer: ConsumerId,
+    },
+}
+
+/// Where a consumer's events go: one channel per front-end session, shared by its consumers.
+pub type ConsumerSink = mpsc::UnboundedSender<ConsumerEvent>;
+
+#[derive(Debug)]
+struct ConsumerLink {
+    sink: ConsumerSink,
+    exclusive: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: QueueState,
+    links: HashMap<ConsumerId, ConsumerLink>,
+    armed: Option<Millis>,
+}
+
+/// A queue: its identity, its declared arguments, and its state.
+#[derive(Debug)]
+pub struct Queue {
+    name: String,
+    vhost: String,
+    durable: bool,
+    exclusive_owner: Option<ConnectionId>,
+    auto_delete: bool,
+    arguments: FieldTable,
+    inner: Mutex<Inner>,
+    timer: Notify,
+    deleted: AtomicBool,
+}
+
+/// Non-delivery effects a queue operation left for the vhost to carry out.
+pub type Followups = Vec<Effect>;
+
+impl Queue {
+    /// A new queue.
+    pub fn new(
+        name: String,
+        vhost: String,
+        durable: bool,
+        exclusive_owner: Option<ConnectionId>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        config: QueueConfig,
+    ) -> Arc<Queue> {
+        Arc::new(Queue {
+            name,
+            vhost,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
+            timer: Notify::new(),
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The vhost it lives in.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+    /// Survives a restart.
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+    /// The owning connection of an exclusive queue.
+    pub fn exclusive_owner(&self) -> Option<ConnectionId> {
+        self.exclusive_owner
+    }
+    /// Deleted when its last consumer goes.
+    pub fn auto_delete(&self) -> bool {
+        self.auto_delete
+    }
+    /// Arguments as declared.
+    pub fn arguments(&self) -> &FieldTable {
+        &self.arguments
+    }
+    /// The parsed configuration.
+    pub fn config(&self) -> QueueConfig {
+        self.inner.lock().state.config().clone()
+    }
+    /// True once deleted; operations on a deleted queue do nothing.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+    /// Current counters.
+    pub fn counts(&self) -> QueueCounts {
+        self.inner.lock().state.counts()
+    }
+
+    /// Run `f` on the state, deliver what it produced, and return the rest.
+    fn run<R>(self: &Arc<Self>, f: impl FnOnce(&mut Inner, Millis, &mut Vec<Effect>) -> R) -> (R, Followups) {
+        let now = now_ms();
+        let mut fx = Vec::new();
+        let mut rest = Vec::new();
+        let mut inner = self.inner.lock();
+        if self.is_deleted() {
+            drop(inner);
+            let r = f(&mut Inner::dead(), now, &mut fx);
+            return (r, rest);
+        }
+        let r = f(&mut inner, now, &mut fx);
+        while !fx.is_empty() {
+            for effect in std::mem::take(&mut fx) {
+                match effect {
+                    Effect::Deliver { consumer, delivery } => {
+                        let lease = delivery.lease;
+                        let sent = inner.links.get(&consumer).is_some_and(|l| {
+                            l.sink.send(ConsumerEvent::Deliver { consumer, queue: Arc::clone(self), delivery }).is_ok()
+                        });
+                        if !sent {
+                            // The consumer's session is gone: take it out and put the message back.
+                            inner.links.remove(&consumer);
+                            inner.state.remove_consumer(consumer, now, &mut fx);
+                            if let Some(lease) = lease {
+                                inner.state.requeue(lease, now, &mut fx);
+                            }
+                        }
+                    }
+                    other => rest.push(other),
+                }
+            }
+        }
+        let next = inner.state.next_deadline();
+        if next.is_some() && (inner.armed.is_none() || next < inner.armed) {
+            inner.armed = next;
+            drop(inner);
+            self.timer.notify_one();
+        }
+        (r, rest)
+    }
+
+    /// Enqueue a message.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, opts: PublishOptions) -> (Enqueued, Followups) {
+        self.run(|i, now, fx| i.state.publish(message, opts, now, fx))
+    }
+
+    /// Pull one message; `lease_deadline` overrides the queue's lease timeout.
+    pub fn get(self: &Arc<Self>, auto_ack: bool, lease_deadline: Option<Millis>) -> (Option<Delivery>, Followups) {
+        self.run(|i, now, fx| i.state.get(auto_ack, lease_deadline, now, fx))
+    }
+
+    /// True if a consumer holds the queue exclusively, or `exclusive` is asked while others consume.
+    pub(crate) fn exclusive_conflict(&self, exclusive: bool) -> bool {
+        let inner = self.inner.lock();
+        inner.links.values().any(|l| l.exclusive) || (exclusive && !inner.links.is_empty())
+    }
+
+    /// Register a consumer whose deliveries go to `sink`.
+    pub fn add_consumer(self: &Arc<Self>, spec: ConsumerSpec, exclusive: bool, sink: ConsumerSink) -> Followups {
+        self.run(|i, now, fx| {
+            i.links.insert(spec.id, ConsumerLink { sink, exclusive });
+            i.state.add_consumer(spec, now, fx);
+        })
+        .1
+    }
+
+    /// Unregister a consumer; its leases stay until settled or requeued.
+    pub fn remove_consumer(self: &Arc<Self>, consumer: ConsumerId) -> Followups {
+        let (_, mut rest) = self.run(|i, now, fx| {
+            i.links.remove(&consumer);
+            i.state.remove_consumer(consumer, now, fx)
+        });
+        if !self.auto_delete {
+            rest.retain(|e| !matches!(e, Effect::AutoDelete));
+        }
+        rest
+    }
+
+    /// The front-end wrote `n` of `consumer`'s deliveries to its client.
+    pub fn written(self: &Arc<Self>, consumer: ConsumerId, n: u32) -> Followups {
+        self.run(|i, now, fx| i.state.written(consumer, n, now, fx)).1
+    }
+
+    /// Change a consumer's prefetch.
+    pub fn set_prefetch(self: &Arc<Self>, consumer: ConsumerId, prefetch: u32) -> Followups {
+        self.run(|i, now, fx| i.state.set_prefetch(consumer, prefetch, now, fx)).1
+    }
+
+    /// Re-run delivery (a shared credit pool got room).
+    pub fn kick(self: &Arc<Self>) -> Followups {
+        self.run(|i, now, fx| i.state.kick(now, fx)).1
+    }
+
+    /// Acknowledge a lease. False if unknown.
+    pub fn ack(self: &Arc<Self>, lease: LeaseId) -> (bool, Followups) {
+        self.run(|i, now, fx| i.state.ack(lease, now, fx))
+    }
+
+    /// Return a lease to the queue.
+    pub fn requeue(self: &Arc<Self>, lease: LeaseId) -> (bool, Followups) {
+        self.run(|i, now, fx| i.state.requeue(lease, now, fx))
+    }
+
+    /// Return many leases (channel closed).
+    pub fn requeue_all(self: &Arc<Self>, leases: &[LeaseId]) -> Followups {
+        self.run(|i, now, fx| i.state.requeue_all(leases, now, fx)).1
+    }
+
+    /// Reject a lease: dead-letter or drop.
+    pub fn reject(self: &Arc<Self>, lease: LeaseId) -> (bool, Followups) {
+        self.run(|i, now, fx| i.state.reject(lease, now, fx))
+    }
+
+    /// Move a lease's deadline.
+    pub fn set_lease_deadline(self: &Arc<Self>, lease: LeaseId, deadline: Option<Millis>) -> (bool, Followups) {
+        self.run(|i, now, fx| i.state.set_lease_deadline(lease, deadline, now, fx))
+    }
+
+    /// Remove all ready messages.
+    pub fn purge(self: &Arc<Self>) -> u64 {
+        self.run(|i, _, _| i.state.purge()).0
+    }
+
+    /// Record a use (declare) for `x-expires`.
+    pub fn touch(self: &Arc<Self>) {
+        self.run(|i, now, _| i.state.touch(now));
+    }
+
+    /// Advance time to now.
+    pub fn tick(self: &Arc<Self>) -> Followups {
+        self.run(|i, now, fx| {
+            i.armed = None;
+            i.state.tick(now, fx)
+        })
+        .1
+    }
+
+    /// Mark deleted, tell every consumer, and stop the timer.
+    pub(crate) fn mark_deleted(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        self.deleted.store(true, Ordering::Release);
+        for (&consumer, link) in inner.links.iter() {
+            let _ = link.sink.send(ConsumerEvent::Cancelled { consumer });
+        }
+        inner.links.clear();
+        let n = inner.state.counts().ready;
+        inner.state.purge();
+        drop(inner);
+        self.timer.notify_one();
+        n
+    }
+
+    /// Wait until the timer may have work: the next deadline, or a change to it.
+    pub(crate) async fn wait_for_deadline(&self) {
+        let next = {
+            let mut inner = self.inner.lock();
+            let next = inner.state.next_deadline();
+            inner.armed = next;
+            next
+        };
+        let notified = self.timer.notified();
+        match next {
+            Some(at) => {
+                let delay = at.saturating_sub(now_ms());
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+impl Inner {
+    /// A throwaway state for operations racing with deletion.
+    fn dead() -> Inner {
+        Inner { state: QueueState::new(QueueConfig::default(), 0), links: HashMap::new(), armed: None }
+    }
+}

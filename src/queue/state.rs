@@ -1,0 +1,769 @@
+//! The queue as a deterministic state machine.
+//!
+//! Commands go in (`publish`, `get`, `add_consumer`, `ack`, `requeue`,
+//! `reject`, `tick(now)`...), effects come out ([`Effect`]): deliveries to
+//! consumers, dead letters, queue expiry. Nothing here touches a clock, a
+//! socket or a lock; the runtime wrapper in `queue/mod.rs` does.
+//!
+//! Every delivery to a consumer that must acknowledge is a *lease*. A lease
+//! ends with `ack` (gone), `requeue` (back at its original position, flagged
+//! redelivered), `reject` (dead-lettered or dropped), or the lease deadline
+//! passing (`tick` requeues it: SQS visibility timeout, or a queue's default
+//! lease timeout).
+//!
+//! Invariants worth naming:
+//! - A message is in exactly one of `ready`, `delayed`, `leases`.
+//! - `ready` is ordered by (priority descending, publish sequence), so a
+//!   requeued message goes back to where it was.
+//! - `expiry` indexes exactly the `ready` entries that have a TTL.
+//! - In FIFO mode, a group with a leased message delivers nothing else.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::message::Message;
+use crate::queue::config::{Overflow, QueueConfig};
+use crate::time::Millis;
+
+/// Position of a message in publish order within one queue.
+pub type Seq = u64;
+/// Identifies one lease; a message leased twice gets two ids, so a stale ack can't settle a newer lease.
+pub type LeaseId = u64;
+/// Identifies a consumer broker-wide.
+pub type ConsumerId = u64;
+
+/// Why a message is dead-lettered; the strings are RabbitMQ's `x-death` reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// Rejected or nacked without requeue.
+    Rejected,
+    /// Its TTL passed.
+    Expired,
+    /// Dropped by `x-max-length`/`-bytes`.
+    MaxLen,
+    /// Delivered more times than the delivery limit.
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    /// The `x-death` reason string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::MaxLen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// Per-publish options beyond the message itself.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Extra delay before the message becomes ready (SQS per-message `DelaySeconds`).
+    pub delay: Option<Millis>,
+    /// FIFO message group.
+    pub group: Option<Arc<str>>,
+    /// FIFO deduplication id.
+    pub dedup_id: Option<String>,
+}
+
+/// What happened to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The queue took the message.
+    Accepted,
+    /// A message with the same deduplication id is inside the window; accepted, not stored twice.
+    Duplicate,
+    /// The queue is full and refuses publishes (`reject-publish`).
+    Rejected,
+}
+
+/// One delivery handed to a consumer or a `get`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The lease to settle; `None` when the delivery needed no acknowledgement.
+    pub lease: Option<LeaseId>,
+    /// The message.
+    pub message: Arc<Message>,
+    /// True if this message was delivered before.
+    pub redelivered: bool,
+    /// How many times it has been delivered, this time included (SQS `ApproximateReceiveCount`).
+    pub delivery_count: u32,
+    /// When it was first delivered (SQS `ApproximateFirstReceiveTimestamp`).
+    pub first_delivered_at: Millis,
+    /// When it was enqueued (SQS `SentTimestamp`).
+    pub enqueued_at: Millis,
+    /// Publish sequence number within this queue.
+    pub seq: Seq,
+    /// FIFO group, if any.
+    pub group: Option<Arc<str>>,
+}
+
+/// An output of the state machine for the runtime to carry out.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Hand `delivery` to `consumer`.
+    Deliver {
+        /// Recipient.
+        consumer: ConsumerId,
+        /// What to hand over.
+        delivery: Delivery,
+    },
+    /// Republish `message` to the dead-letter exchange.
+    DeadLetter {
+        /// The message as it was in this queue.
+        message: Arc<Message>,
+        /// Why.
+        reason: DeathReason,
+    },
+    /// The queue was unused for its `x-expires` period and must be deleted.
+    QueueExpired,
+    /// The last consumer of an auto-delete queue went away.
+    AutoDelete,
+}
+
+/// A credit pool shared by several consumers (AMQP `basic.qos` with `global`).
+#[derive(Debug, Default)]
+pub struct SharedCredit {
+    limit: AtomicU32,
+    used: AtomicU32,
+}
+
+impl SharedCredit {
+    /// A pool allowing `limit` unsettled deliveries (0 = unlimited).
+    pub fn new(limit: u32) -> Arc<SharedCredit> {
+        Arc::new(SharedCredit { limit: AtomicU32::new(limit), used: AtomicU32::new(0) })
+    }
+    /// Change the limit.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+    fn has_room(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit == 0 || self.used.load(Ordering::Relaxed) < limit
+    }
+    fn take(&self) {
+        self.used.fetch_add(1, Ordering::Relaxed);
+    }
+    fn give(&self) {
+        // Saturating: a limit change never makes `used` wrap.
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| Some(u.saturating_sub(1)));
+    }
+}
+
+/// How a consumer takes deliveries.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Broker-wide id.
+    pub id: ConsumerId,
+    /// Most unsettled leases at once (AMQP prefetch); 0 = unlimited.
+    pub prefetch: u32,
+    /// Deliveries need no settlement (AMQP `no-ack`, STOMP `ack:auto`).
+    pub auto_ack: bool,
+    /// Consumer priority (`x-priority`); higher is served first while it has credit.
+    pub priority: i32,
+    /// A pool shared with other consumers, checked in addition to `prefetch`.
+    pub shared_credit: Option<Arc<SharedCredit>>,
+}
+
+/// Most deliveries handed to a consumer that its front-end has not yet written out.
+/// Bounds memory for auto-ack and unlimited-prefetch consumers on slow sockets.
+pub const MAX_UNWRITTEN: u32 = 512;
+
+#[derive(Debug)]
+struct ConsumerSlot {
+    spec: ConsumerSpec,
+    unsettled: u32,
+    unwritten: u32,
+}
+
+impl ConsumerSlot {
+    fn can_take(&self) -> bool {
+        (self.spec.auto_ack || self.spec.prefetch == 0 || self.unsettled < self.spec.prefetch)
+            && self.unwritten < MAX_UNWRITTEN
+            && self.spec.shared_credit.as_ref().is_none_or(|c| c.has_room())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    message: Arc<Message>,
+    seq: Seq,
+    priority: u8,
+    size: u64,
+    enqueued_at: Millis,
+    expires_at: Option<Millis>,
+    delivery_count: u32,
+    first_delivered_at: Option<Millis>,
+    redelivered: bool,
+    group: Option<Arc<str>>,
+}
+
+type ReadyKey = (Reverse<u8>, Seq);
+
+impl Entry {
+    fn key(&self) -> ReadyKey {
+        (Reverse(self.priority), self.seq)
+    }
+}
+
+#[derive(Debug)]
+struct Lease {
+    entry: Entry,
+    consumer: Option<ConsumerId>,
+    deadline: Option<Millis>,
+}
+
+/// Counters a queue reports (AMQP declare-ok, management, SQS attributes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Messages leased and not yet settled.
+    pub unacked: u64,
+    /// Messages waiting for their delay to pass.
+    pub delayed: u64,
+    /// Body bytes of ready messages.
+    pub ready_bytes: u64,
+    /// Registered consumers.
+    pub consumers: u32,
+}
+
+/// The queue's state. See the module documentation.
+#[derive(Debug)]
+pub struct QueueState {
+    config: QueueConfig,
+    next_seq: Seq,
+    next_lease: LeaseId,
+    ready: BTreeMap<ReadyKey, Entry>,
+    ready_bytes: u64,
+    expiry: BTreeSet<(Millis, ReadyKey)>,
+    delayed: BTreeMap<(Millis, Seq), Entry>,
+    leases: HashMap<LeaseId, Lease>,
+    lease_deadlines: BTreeSet<(Millis, LeaseId)>,
+    leased_groups: HashMap<Arc<str>, u32>,
+    dedup: HashMap<String, Millis>,
+    dedup_expiry: BTreeSet<(Millis, String)>,
+    consumers: Vec<ConsumerSlot>,
+    cursor: usize,
+    had_consumer: bool,
+    last_used: Millis,
+}
+
+impl QueueState {
+    /// A new, empty queue created at `now`.
+    pub fn new(config: QueueConfig, now: Millis) -> QueueState {
+        QueueState {
+            config,
+            next_seq: 1,
+            next_lease: 1,
+            ready: BTreeMap::new(),
+            ready_bytes: 0,
+            expiry: BTreeSet::new(),
+            delayed: BTreeMap::new(),
+            leases: HashMap::new(),
+            lease_deadlines: BTreeSet::new(),
+            leased_groups: HashMap::new(),
+            dedup: HashMap::new(),
+            dedup_expiry: BTreeSet::new(),
+            consumers: Vec::new(),
+            cursor: 0,
+            had_consumer: false,
+            last_used: now,
+        }
+    }
+
+    /// The queue's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Current counters.
+    pub fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            ready: self.ready.len() as u64,
+            unacked: self.leases.len() as u64,
+            delayed: self.delayed.len() as u64,
+            ready_bytes: self.ready_bytes,
+            consumers: self.consumers.len() as u32,
+        }
+    }
+
+    /// Record a use of the queue (declare, get, consume) for `x-expires`.
+    pub fn touch(&mut self, now: Millis) {
+        self.last_used = now;
+    }
+
+    /// Accept a message published at `now`.
+    pub fn publish(
+        &mut self,
+        message: Arc<Message>,
+        opts: PublishOptions,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Enqueued {
+        if self.config.fifo
+            && let Some(id) = &opts.dedup_id
+        {
+            self.prune_dedup(now);
+            if self.dedup.contains_key(id) {
+                return Enqueued::Duplicate;
+            }
+            let until = now + self.config.dedup_window;
+            self.dedup.insert(id.clone(), until);
+            self.dedup_expiry.insert((until, id.clone()));
+        }
+        let size = message.body.len() as u64;
+        if self.config.overflow != Overflow::DropHead && self.would_overflow(size) {
+            if self.config.overflow == Overflow::RejectPublishDlx {
+                self.dead_letter(message, DeathReason::MaxLen, fx);
+            }
+            return Enqueued::Rejected;
+        }
+        let priority = match self.config.max_priority {
+            Some(max) => message.properties.priority.unwrap_or(0).min(max),
+            None => 0,
+        };
+        let ttl = match (self.config.message_ttl, message.properties.ttl_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let entry = Entry {
+            seq: self.next_seq,
+            priority,
+            size,
+            enqueued_at: now,
+            expires_at: ttl.map(|t| now.saturating_add(t)),
+            delivery_count: 0,
+            first_delivered_at: None,
+            redelivered: false,
+            group: opts.group,
+            message,
+        };
+        self.next_seq += 1;
+        match opts.delay.or(self.config.delivery_delay).filter(|d| *d > 0) {
+            Some(delay) => {
+                self.delayed.insert((now.saturating_add(delay), entry.seq), entry);
+            }
+            None => {
+                self.insert_ready(entry);
+                self.dispatch(now, fx);
+                self.enforce_limits(fx);
+                self.expire(now, fx);
+            }
+        }
+        Enqueued::Accepted
+    }
+
+    fn would_overflow(&self, size: u64) -> bool {
+        self.config.max_length.is_some_and(|max| self.ready.len() as u64 >= max)
+            || self.config.max_length_bytes.is_some_and(|max| self.ready_bytes + size > max)
+    }
+
+    fn enforce_limits(&mut self, fx: &mut Vec<Effect>) {
+        loop {
+            let over_len = self.config.max_length.is_some_and(|max| self.ready.len() as u64 > max);
+            let over_bytes = self.config.max_length_bytes.is_some_and(|max| self.ready_bytes > max);
+            if !(over_len || over_bytes) {
+                return;
+            }
+            let Some(key) = self.ready.keys().next().copied() else { return };
+            if let Some(entry) = self.remove_ready(key) {
+                self.dead_letter(entry.message, DeathReason::MaxLen, fx);
+            }
+        }
+    }
+
+    fn insert_ready(&mut self, entry: Entry) {
+        let key = entry.key();
+        if let Some(at) = entry.expires_at {
+            self.expiry.insert((at, key));
+        }
+        self.ready_bytes += entry.size;
+        self.ready.insert(key, entry);
+    }
+
+    fn remove_ready(&mut self, key: ReadyKey) -> Option<Entry> {
+        let entry = self.ready.remove(&key)?;
+        if let Some(at) = entry.expires_at {
+            self.expiry.remove(&(at, key));
+        }
+        self.ready_bytes -= entry.size;
+        Some(entry)
+    }
+
+    fn dead_letter(&self, message: Arc<Message>, reason: DeathReason, fx: &mut Vec<Effect>) {
+        if self.config.dead_letter_exchange.is_some() {
+            fx.push(Effect::DeadLetter { message, reason });
+        }
+    }
+
+    /// The first ready message that may be delivered now (FIFO: its group is not blocked).
+    fn next_deliverable(&self) -> Option<ReadyKey> {
+        if self.config.fifo && !self.leased_groups.is_empty() {
+            self.ready
+                .iter()
+                .find(|(_, e)| e.group.as_ref().is_none_or(|g| !self.leased_groups.contains_key(g)))
+                .map(|(k, _)| *k)
+        } else {
+            self.ready.keys().next().copied()
+        }
+    }
+
+    /// Pick the consumer for the next delivery: the highest priority among those with
+    /// credit, round-robin within it. With single-active-consumer only the first may take.
+    fn pick_consumer(&self) -> Option<usize> {
+        if self.config.single_active_consumer {
+            return self.consumers.first().filter(|c| c.can_take()).map(|_| 0);
+        }
+        let n = self.consumers.len();
+        let best = self.consumers.iter().filter(|c| c.can_take()).map(|c| c.spec.priority).max()?;
+        (0..n)
+            .map(|i| (self.cursor + i) % n)
+            .find(|&i| self.consumers[i].spec.priority == best && self.consumers[i].can_take())
+    }
+
+    /// Hand ready messages to consumers with credit.
+    fn dispatch(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        while !self.ready.is_empty() {
+            let Some(idx) = self.pick_consumer() else { return };
+            let Some(key) = self.next_deliverable() else { return };
+            let Some(entry) = self.remove_ready(key) else { return };
+            if entry.expires_at.is_some_and(|at| at <= now) {
+                self.dead_letter(entry.message, DeathReason::Expired, fx);
+                continue;
+            }
+            self.cursor = (idx + 1) % self.consumers.len().max(1);
+            let (id, auto_ack) = {
+                let slot = &mut self.consumers[idx];
+                slot.unwritten += 1;
+                if !slot.spec.auto_ack {
+                    slot.unsettled += 1;
+                    if let Some(c) = &slot.spec.shared_credit {
+                        c.take();
+                    }
+                }
+                (slot.spec.id, slot.spec.auto_ack)
+            };
+            let delivery = self.deliver(entry, !auto_ack, Some(id), self.config.lease_timeout.map(|t| now + t), now);
+            fx.push(Effect::Deliver { consumer: id, delivery });
+        }
+    }
+
+    /// Turn an entry into a delivery, leasing it when it must be settled.
+    fn deliver(
+        &mut self,
+        mut entry: Entry,
+        leased: bool,
+        consumer: Option<ConsumerId>,
+        deadline: Option<Millis>,
+        now: Millis,
+    ) -> Delivery {
+        entry.delivery_count += 1;
+        let first = *entry.first_delivered_at.get_or_insert(now);
+        let mut delivery = Delivery {
+            lease: None,
+            message: Arc::clone(&entry.message),
+            redelivered: entry.redelivered,
+            delivery_count: entry.delivery_count,
+            first_delivered_at: first,
+            enqueued_at: entry.enqueued_at,
+            seq: entry.seq,
+            group: entry.group.clone(),
+        };
+        if leased {
+            let id = self.next_lease;
+            self.next_lease += 1;
+            if let Some(g) = &entry.group {
+                *self.leased_groups.entry(Arc::clone(g)).or_insert(0) += 1;
+            }
+            if let Some(at) = deadline {
+                self.lease_deadlines.insert((at, id));
+            }
+            self.leases.insert(id, Lease { entry, consumer, deadline });
+            delivery.lease = Some(id);
+        }
+        delivery
+    }
+
+    /// Pull one message (AMQP `basic.get`, SQS `ReceiveMessage`). `deadline` overrides the
+    /// queue's lease timeout for this lease (SQS `VisibilityTimeout`).
+    pub fn get(
+        &mut self,
+        auto_ack: bool,
+        deadline: Option<Millis>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Option<Delivery> {
+        self.last_used = now;
+        self.expire(now, fx);
+        loop {
+            let key = self.next_deliverable()?;
+            let entry = self.remove_ready(key)?;
+            if entry.expires_at.is_some_and(|at| at <= now) {
+                self.dead_letter(entry.message, DeathReason::Expired, fx);
+                continue;
+            }
+            let deadline = deadline.or(self.config.lease_timeout.map(|t| now + t));
+            return Some(self.deliver(entry, !auto_ack, None, deadline, now));
+        }
+    }
+
+    /// Register a consumer at `now` and deliver what it may take.
+    pub fn add_consumer(&mut self, spec: ConsumerSpec, now: Millis, fx: &mut Vec<Effect>) {
+        self.consumers.push(ConsumerSlot { spec, unsettled: 0, unwritten: 0 });
+        self.had_consumer = true;
+        self.last_used = now;
+        self.dispatch(now, fx);
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// True if `id` is the consumer currently receiving (first registered with single-active-consumer).
+    pub fn is_active_consumer(&self, id: ConsumerId) -> bool {
+        !self.config.single_active_consumer || self.consumers.first().is_some_and(|c| c.spec.id == id)
+    }
+
+    /// Unregister a consumer. Its leases stay leased (AMQP lets a channel ack after
+    /// `basic.cancel`); they return when the front-end requeues them.
+    pub fn remove_consumer(&mut self, id: ConsumerId, now: Millis, fx: &mut Vec<Effect>) -> bool {
+        let Some(idx) = self.consumers.iter().position(|c| c.spec.id == id) else { return false };
+        let slot = self.consumers.remove(idx);
+        if let Some(c) = &slot.spec.shared_credit {
+            for _ in 0..slot.unsettled {
+                c.give();
+            }
+        }
+        if self.cursor > idx {
+            self.cursor -= 1;
+        }
+        if self.cursor >= self.consumers.len() {
+            self.cursor = 0;
+        }
+        for lease in self.leases.values_mut() {
+            if lease.consumer == Some(id) {
+                lease.consumer = None;
+            }
+        }
+        self.last_used = now;
+        if self.consumers.is_empty() && self.had_consumer {
+            fx.push(Effect::AutoDelete);
+        }
+        self.dispatch(now, fx);
+        true
+    }
+
+    /// The front-end wrote `n` deliveries of `consumer` to its client.
+    pub fn written(&mut self, consumer: ConsumerId, n: u32, now: Millis, fx: &mut Vec<Effect>) {
+        if let Some(slot) = self.consumers.iter_mut().find(|c| c.spec.id == consumer) {
+            let was_full = slot.unwritten >= MAX_UNWRITTEN;
+            slot.unwritten = slot.unwritten.saturating_sub(n);
+            if was_full {
+                self.dispatch(now, fx);
+            }
+        }
+    }
+
+    /// Change a consumer's prefetch (AMQP `basic.qos` after `basic.consume`).
+    pub fn set_prefetch(&mut self, consumer: ConsumerId, prefetch: u32, now: Millis, fx: &mut Vec<Effect>) {
+        if let Some(slot) = self.consumers.iter_mut().find(|c| c.spec.id == consumer) {
+            slot.spec.prefetch = prefetch;
+        }
+        self.dispatch(now, fx);
+    }
+
+    /// Re-run delivery, e.g. after a shared credit pool got room.
+    pub fn kick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        self.dispatch(now, fx);
+    }
+
+    fn end_lease(&mut self, lease: LeaseId) -> Option<Entry> {
+        let l = self.leases.remove(&lease)?;
+        if let Some(at) = l.deadline {
+            self.lease_deadlines.remove(&(at, lease));
+        }
+        if let Some(g) = &l.entry.group
+            && let Some(n) = self.leased_groups.get_mut(g)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.leased_groups.remove(g);
+            }
+        }
+        if let Some(cid) = l.consumer
+            && let Some(slot) = self.consumers.iter_mut().find(|c| c.spec.id == cid)
+        {
+            slot.unsettled = slot.unsettled.saturating_sub(1);
+            if let Some(c) = &slot.spec.shared_credit {
+                c.give();
+            }
+        }
+        Some(l.entry)
+    }
+
+    /// Settle a lease as done. Returns false for an unknown lease.
+    pub fn ack(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
+        if self.end_lease(lease).is_none() {
+            return false;
+        }
+        self.dispatch(now, fx);
+        true
+    }
+
+    /// Return a leased message to its original place, flagged redelivered — or
+    /// dead-letter it if it reached the delivery limit.
+    pub fn requeue(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
+        let Some(entry) = self.end_lease(lease) else { return false };
+        self.return_entry(entry, now, fx);
+        self.dispatch(now, fx);
+        true
+    }
+
+    /// Requeue many leases at once (channel closed); order is restored by sequence.
+    pub fn requeue_all(&mut self, leases: &[LeaseId], now: Millis, fx: &mut Vec<Effect>) {
+        for &l in leases {
+            if let Some(entry) = self.end_lease(l) {
+                self.return_entry(entry, now, fx);
+            }
+        }
+        self.dispatch(now, fx);
+    }
+
+    fn return_entry(&mut self, mut entry: Entry, now: Millis, fx: &mut Vec<Effect>) {
+        entry.redelivered = true;
+        if self.config.delivery_limit.is_some_and(|limit| entry.delivery_count > limit) {
+            self.dead_letter(entry.message, DeathReason::DeliveryLimit, fx);
+            return;
+        }
+        if entry.expires_at.is_some_and(|at| at <= now) {
+            self.dead_letter(entry.message, DeathReason::Expired, fx);
+            return;
+        }
+        self.insert_ready(entry);
+    }
+
+    /// Settle a lease as rejected: dead-letter it (or drop it without a DLX).
+    pub fn reject(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
+        let Some(entry) = self.end_lease(lease) else { return false };
+        self.dead_letter(entry.message, DeathReason::Rejected, fx);
+        self.dispatch(now, fx);
+        true
+    }
+
+    /// Move a lease's deadline (SQS `ChangeMessageVisibility`); `None` removes it.
+    /// A deadline at or before `now` returns the message at once.
+    pub fn set_lease_deadline(
+        &mut self,
+        lease: LeaseId,
+        deadline: Option<Millis>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(l) = self.leases.get_mut(&lease) else { return false };
+        if let Some(at) = l.deadline.take() {
+            self.lease_deadlines.remove(&(at, lease));
+        }
+        if let Some(at) = deadline {
+            l.deadline = Some(at);
+            self.lease_deadlines.insert((at, lease));
+        }
+        self.tick(now, fx);
+        true
+    }
+
+    /// True if `lease` is outstanding.
+    pub fn has_lease(&self, lease: LeaseId) -> bool {
+        self.leases.contains_key(&lease)
+    }
+
+    /// Remove every ready message; returns how many were removed.
+    pub fn purge(&mut self) -> u64 {
+        let n = self.ready.len() as u64;
+        self.ready.clear();
+        self.expiry.clear();
+        self.ready_bytes = 0;
+        n
+    }
+
+    fn expire(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        while let Some(&(at, key)) = self.expiry.iter().next() {
+            if at > now {
+                break;
+            }
+            if let Some(entry) = self.remove_ready(key) {
+                self.dead_letter(entry.message, DeathReason::Expired, fx);
+            } else {
+                self.expiry.remove(&(at, key));
+            }
+        }
+    }
+
+    fn prune_dedup(&mut self, now: Millis) {
+        while let Some((at, _)) = self.dedup_expiry.iter().next() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, id)) = self.dedup_expiry.pop_first() {
+                self.dedup.remove(&id);
+            }
+        }
+    }
+
+    /// Advance time to `now`: delayed messages become ready, TTLs expire, lease
+    /// deadlines return messages, the dedup window slides, an unused queue expires.
+    pub fn tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        while let Some(&(at, seq)) = self.delayed.keys().next() {
+            if at > now {
+                break;
+            }
+            if let Some(entry) = self.delayed.remove(&(at, seq)) {
+                self.insert_ready(entry);
+            }
+        }
+        while let Some(&(at, lease)) = self.lease_deadlines.iter().next() {
+            if at > now {
+                break;
+            }
+            if let Some(entry) = self.end_lease(lease) {
+                self.return_entry(entry, now, fx);
+            } else {
+                self.lease_deadlines.remove(&(at, lease));
+            }
+        }
+        self.expire(now, fx);
+        self.prune_dedup(now);
+        self.dispatch(now, fx);
+        self.enforce_limits(fx);
+        if let Some(expires) = self.config.expires
+            && self.consumers.is_empty()
+            && now >= self.last_used.saturating_add(expires)
+        {
+            fx.push(Effect::QueueExpired);
+        }
+    }
+
+    /// The earliest time at which `tick` has work to do.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let candidates = [
+            self.delayed.keys().next().map(|(at, _)| *at),
+            self.expiry.iter().next().map(|(at, _)| *at),
+            self.lease_deadlines.iter().next().map(|(at, _)| *at),
+            self.dedup_expiry.iter().next().map(|(at, _)| *at),
+            self.config.expires.filter(|_| self.consumers.is_empty()).map(|e| self.last_used.saturating_add(e)),
+        ];
+        candidates.into_iter().flatten().min()
+    }
+
+    /// Leases currently held, in lease order (for tests and introspection).
+    pub fn lease_ids(&self) -> Vec<LeaseId> {
+        let mut v: Vec<_> = self.leases.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}

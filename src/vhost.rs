@@ -1,0 +1,791 @@
+//! A virtual host: its exchanges, queues and bindings, and the operations
+//! front-ends perform on them (declare, bind, publish, consume, settle).
+//!
+//! Permission checks and RabbitMQ's error texts live here, not in a front-end,
+//! so every protocol refuses the same things the same way.
+//!
+//! Locking: the exchange and queue maps are `RwLock`s held only to look up or
+//! insert; no queue lock is taken while a map lock is held, and queue
+//! operations return their dead letters instead of publishing under a lock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::RwLock;
+use rand::Rng;
+
+use crate::auth::{Access, ResourceKind, User};
+use crate::dead_letter::{dead_lettered, is_cycle};
+use crate::error::{CoreError, CoreResult, ErrorKind};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::memory::MemoryMonitor;
+use crate::message::{FieldTable, FieldValue, Message};
+use crate::queue::config::{QueueConfig, check_equivalent};
+use crate::queue::state::{
+    ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, SharedCredit,
+};
+use crate::queue::{ConnectionId, ConsumerSink, Followups, Queue};
+use crate::time::now_ms;
+
+/// Who is asking: the connection (for exclusivity) and the user (for permissions).
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    /// The client's connection.
+    pub connection: ConnectionId,
+    /// The authenticated user.
+    pub user: Arc<User>,
+}
+
+/// An exchange declaration.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: String,
+    /// Type name (`direct`, `fanout`, `topic`, `headers`).
+    pub kind: String,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it.
+    pub internal: bool,
+    /// Arguments (`alternate-exchange`).
+    pub arguments: FieldTable,
+}
+
+/// A queue declaration.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSpec {
+    /// Name; empty asks the broker to generate one.
+    pub name: String,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Owned by the declaring connection and deleted with it.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// `x-` arguments.
+    pub arguments: FieldTable,
+}
+
+/// The result of a queue declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDeclared {
+    /// The queue's name (generated if none was given).
+    pub name: String,
+    /// Ready messages.
+    pub message_count: u32,
+    /// Consumers.
+    pub consumer_count: u32,
+}
+
+/// How a consumer wants its deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumeSpec {
+    /// Most unsettled deliveries (0 = unlimited).
+    pub prefetch: u32,
+    /// No settlement needed.
+    pub auto_ack: bool,
+    /// Sole consumer of the queue.
+    pub exclusive: bool,
+    /// Consumer priority.
+    pub priority: i32,
+    /// A credit pool shared with other consumers of the same client channel.
+    pub shared_credit: Option<Arc<SharedCredit>>,
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// At least one queue took the message.
+    pub routed: bool,
+    /// At least one queue refused it (`reject-publish`): confirm with a nack.
+    pub rejected: bool,
+}
+
+/// How a lease is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done with it.
+    Ack,
+    /// Put it back.
+    Requeue,
+    /// Dead-letter or drop it.
+    Reject,
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    name: String,
+    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    memory: Arc<MemoryMonitor>,
+    ids: Arc<AtomicU64>,
+    this: Weak<VHost>,
+}
+
+/// The exchanges every vhost starts with, as in RabbitMQ.
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// Prefix of direct reply-to pseudo-queues.
+pub const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+impl VHost {
+    /// A vhost with the predeclared exchanges.
+    pub fn new(name: &str, memory: Arc<MemoryMonitor>, ids: Arc<AtomicU64>) -> Arc<VHost> {
+        let exchanges = PREDECLARED
+            .iter()
+            .map(|(n, k)| {
+                (n.to_string(), Arc::new(Exchange::new(n.to_string(), *k, true, false, false, FieldTable::new())))
+            })
+            .collect();
+        Arc::new_cyclic(|this| VHost {
+            name: name.to_string(),
+            exchanges: RwLock::new(exchanges),
+            queues: RwLock::new(HashMap::new()),
+            memory,
+            ids,
+            this: this.clone(),
+        })
+    }
+
+    /// The vhost's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An exchange by name.
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchanges.read().get(name).cloned()
+    }
+
+    /// A queue by name.
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
+    }
+
+    /// All queues.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    /// All exchanges.
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    fn no_exchange(&self, name: &str) -> CoreError {
+        CoreError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> CoreError {
+        CoreError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn locked(&self, name: &str) -> CoreError {
+        CoreError::locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.name
+        ))
+    }
+
+    fn existing_exchange(&self, name: &str) -> CoreResult<Arc<Exchange>> {
+        self.exchange(name).ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// A queue the caller may use: it exists and is not another connection's exclusive queue.
+    fn usable_queue(&self, name: &str, ctx: &ClientContext) -> CoreResult<Arc<Queue>> {
+        let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        if q.exclusive_owner().is_some_and(|o| o != ctx.connection) {
+            return Err(self.locked(name));
+        }
+        Ok(q)
+    }
+
+    fn check(&self, ctx: &ClientContext, kind: ResourceKind, name: &str, access: Access) -> CoreResult<()> {
+        ctx.user.check(&self.name, kind, name, access)
+    }
+
+    /// Declare (or check, if passive) an exchange.
+    pub fn declare_exchange(&self, spec: ExchangeSpec, ctx: &ClientContext) -> CoreResult<()> {
+        if spec.name.is_empty() {
+            return Err(CoreError::access_refused("operation not permitted on the default exchange"));
+        }
+        if spec.passive {
+            self.existing_exchange(&spec.name)?;
+            return Ok(());
+        }
+        let kind = ExchangeKind::parse(&spec.kind).ok_or_else(|| {
+            CoreError::new(ErrorKind::CommandInvalid, format!("unknown exchange type '{}'", spec.kind))
+        })?;
+        self.check(ctx, ResourceKind::Exchange, &spec.name, Access::Configure)?;
+        if let Some(existing) = self.exchange(&spec.name) {
+            return self.check_exchange_equivalent(&existing, &spec, kind);
+        }
+        if spec.name.starts_with("amq.") {
+            return Err(CoreError::access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        let mut map = self.exchanges.write();
+        if let Some(existing) = map.get(&spec.name) {
+            let existing = Arc::clone(existing);
+            drop(map);
+            return self.check_exchange_equivalent(&existing, &spec, kind);
+        }
+        let ex = Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments);
+        map.insert(spec.name, Arc::new(ex));
+        Ok(())
+    }
+
+    fn check_exchange_equivalent(&self, ex: &Exchange, spec: &ExchangeSpec, kind: ExchangeKind) -> CoreResult<()> {
+        let mismatch = |arg: &str, got: String, cur: String| {
+            Err(CoreError::precondition(format!(
+                "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                ex.name, self.name
+            )))
+        };
+        if ex.kind != kind {
+            return mismatch("type", kind.as_str().into(), ex.kind.as_str().into());
+        }
+        if ex.durable != spec.durable {
+            return mismatch("durable", spec.durable.to_string(), ex.durable.to_string());
+        }
+        if ex.auto_delete != spec.auto_delete {
+            return mismatch("auto_delete", spec.auto_delete.to_string(), ex.auto_delete.to_string());
+        }
+        if ex.internal != spec.internal {
+            return mismatch("internal", spec.internal.to_string(), ex.internal.to_string());
+        }
+        let (a, b) = (ex.arguments.get("alternate-exchange"), spec.arguments.get("alternate-exchange"));
+        if a.and_then(FieldValue::as_str) != b.and_then(FieldValue::as_str) {
+            return mismatch(
+                "alternate-exchange",
+                b.and_then(FieldValue::as_str).unwrap_or("none").into(),
+                a.and_then(FieldValue::as_str).unwrap_or("none").into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Delete an exchange and every binding to or from it. Deleting a missing exchange succeeds.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool, ctx: &ClientContext) -> CoreResult<()> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(CoreError::access_refused(if name.is_empty() {
+                "operation not permitted on the default exchange".to_string()
+            } else {
+                format!("exchange '{name}' in vhost '{}' is predeclared and cannot be deleted", self.name)
+            }));
+        }
+        self.check(ctx, ResourceKind::Exchange, name, Access::Configure)?;
+        let Some(ex) = self.exchange(name) else { return Ok(()) };
+        if if_unused && ex.binding_count() > 0 {
+            return Err(CoreError::precondition(format!("exchange '{name}' in vhost '{}' in use", self.name)));
+        }
+        self.remove_exchange(name);
+        Ok(())
+    }
+
+    fn remove_exchange(&self, name: &str) {
+        let removed = self.exchanges.write().remove(name);
+        if removed.is_some() {
+            let dest = Destination::Exchange(name.to_string());
+            for ex in self.exchanges() {
+                if ex.unbind_all(&dest) > 0 {
+                    self.maybe_auto_delete_exchange(&ex);
+                }
+            }
+        }
+    }
+
+    fn maybe_auto_delete_exchange(&self, ex: &Exchange) {
+        if ex.auto_delete && ex.binding_count() == 0 {
+            self.remove_exchange(&ex.name);
+        }
+    }
+
+    /// Declare (or check, if passive) a queue.
+    pub fn declare_queue(&self, spec: QueueSpec, ctx: &ClientContext) -> CoreResult<QueueDeclared> {
+        if spec.passive {
+            let q = self.usable_queue(&spec.name, ctx)?;
+            q.touch();
+            return Ok(declared(&q));
+        }
+        let name = if spec.name.is_empty() { generate_queue_name() } else { spec.name.clone() };
+        self.check(ctx, ResourceKind::Queue, &name, Access::Configure)?;
+        if let Some(q) = self.queue(&name) {
+            return self.check_queue_equivalent(&q, &spec, ctx);
+        }
+        if name.starts_with("amq.") && !spec.name.is_empty() {
+            return Err(CoreError::access_refused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
+        }
+        let config = QueueConfig::from_arguments(&spec.arguments, &name, &self.name)?;
+        if let Some(dlx) = &config.dead_letter_exchange {
+            // RabbitMQ checks that the declaring user could publish to the DLX.
+            self.check(ctx, ResourceKind::Exchange, dlx, Access::Write)?;
+        }
+        let owner = spec.exclusive.then_some(ctx.connection);
+        let q = Queue::new(
+            name.clone(),
+            self.name.clone(),
+            spec.durable,
+            owner,
+            spec.auto_delete,
+            spec.arguments.clone(),
+            config,
+        );
+        {
+            let mut map = self.queues.write();
+            if let Some(existing) = map.get(&name) {
+                let existing = Arc::clone(existing);
+                drop(map);
+                return self.check_queue_equivalent(&existing, &spec, ctx);
+            }
+            map.insert(name, Arc::clone(&q));
+        }
+        self.spawn_timer(&q);
+        Ok(declared(&q))
+    }
+
+    fn check_queue_equivalent(
+        &self,
+        q: &Arc<Queue>,
+        spec: &QueueSpec,
+        ctx: &ClientContext,
+    ) -> CoreResult<QueueDeclared> {
+        if q.exclusive_owner().is_some_and(|o| o != ctx.connection) {
+            return Err(self.locked(q.name()));
+        }
+        let mismatch = |arg: &str, got: bool, cur: bool| {
+            Err(CoreError::precondition(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                q.name(),
+                self.name
+            )))
+        };
+        if q.durable() != spec.durable {
+            return mismatch("durable", spec.durable, q.durable());
+        }
+        if q.exclusive_owner().is_some() != spec.exclusive {
+            return Err(self.locked(q.name()));
+        }
+        if q.auto_delete() != spec.auto_delete {
+            return mismatch("auto_delete", spec.auto_delete, q.auto_delete());
+        }
+        check_equivalent(q.arguments(), &spec.arguments, q.name(), &self.name)?;
+        q.touch();
+        Ok(declared(q))
+    }
+
+    /// Create a direct reply-to pseudo-queue for `ctx`'s connection (`amq.rabbitmq.reply-to`).
+    pub fn declare_reply_queue(&self, ctx: &ClientContext) -> Arc<Queue> {
+        let name = format!("{REPLY_TO_PREFIX}{}", random_suffix(24));
+        let q = Queue::new(
+            name.clone(),
+            self.name.clone(),
+            false,
+            Some(ctx.connection),
+            true,
+            FieldTable::new(),
+            QueueConfig::default(),
+        );
+        self.queues.write().insert(name, Arc::clone(&q));
+        self.spawn_timer(&q);
+        q
+    }
+
+    fn spawn_timer(&self, q: &Arc<Queue>) {
+        let queue = Arc::clone(q);
+        let vhost = self.this.clone();
+        tokio::spawn(async move {
+            loop {
+                queue.wait_for_deadline().await;
+                if queue.is_deleted() {
+                    return;
+                }
+                let fx = queue.tick();
+                match vhost.upgrade() {
+                    Some(v) => v.handle(&queue, fx),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Delete a queue, returning how many ready messages it held. Deleting a missing queue succeeds with 0.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, ctx: &ClientContext) -> CoreResult<u64> {
+        let Some(q) = self.queue(name) else { return Ok(0) };
+        if q.exclusive_owner().is_some_and(|o| o != ctx.connection) {
+            return Err(self.locked(name));
+        }
+        self.check(ctx, ResourceKind::Queue, name, Access::Configure)?;
+        let counts = q.counts();
+        if if_unused && counts.consumers > 0 {
+            return Err(CoreError::precondition(format!("queue '{name}' in vhost '{}' in use", self.name)));
+        }
+        if if_empty && counts.ready + counts.unacked + counts.delayed > 0 {
+            return Err(CoreError::precondition(format!("queue '{name}' in vhost '{}' is not empty", self.name)));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    fn remove_queue(&self, q: &Arc<Queue>) -> u64 {
+        {
+            let mut map = self.queues.write();
+            match map.get(q.name()) {
+                Some(existing) if Arc::ptr_eq(existing, q) => {
+                    map.remove(q.name());
+                }
+                _ => return 0,
+            }
+        }
+        let dest = Destination::Queue(q.name().to_string());
+        for ex in self.exchanges() {
+            if ex.unbind_all(&dest) > 0 {
+                self.maybe_auto_delete_exchange(&ex);
+            }
+        }
+        q.mark_deleted()
+    }
+
+    /// Delete every exclusive queue of a closed connection.
+    pub fn connection_closed(&self, connection: ConnectionId) {
+        let owned: Vec<_> =
+            self.queues.read().values().filter(|q| q.exclusive_owner() == Some(connection)).cloned().collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Remove all ready messages of a queue.
+    pub fn purge_queue(&self, name: &str, ctx: &ClientContext) -> CoreResult<u64> {
+        let q = self.usable_queue(name, ctx)?;
+        self.check(ctx, ResourceKind::Queue, name, Access::Read)?;
+        Ok(q.purge())
+    }
+
+    /// Bind `destination` to exchange `source`.
+    pub fn bind(
+        &self,
+        source: &str,
+        destination: Destination,
+        key: &str,
+        arguments: FieldTable,
+        ctx: &ClientContext,
+    ) -> CoreResult<()> {
+        let ex = self.binding_endpoints(source, &destination, ctx)?;
+        ex.validate_binding(&arguments)?;
+        ex.bind(Binding { destination, key: key.to_string(), arguments });
+        Ok(())
+    }
+
+    /// Remove a binding; removing a missing binding succeeds, as in RabbitMQ.
+    pub fn unbind(
+        &self,
+        source: &str,
+        destination: Destination,
+        key: &str,
+        arguments: &FieldTable,
+        ctx: &ClientContext,
+    ) -> CoreResult<()> {
+        let ex = self.binding_endpoints(source, &destination, ctx)?;
+        if ex.unbind(&destination, key, arguments) {
+            self.maybe_auto_delete_exchange(&ex);
+        }
+        Ok(())
+    }
+
+    fn binding_endpoints(
+        &self,
+        source: &str,
+        destination: &Destination,
+        ctx: &ClientContext,
+    ) -> CoreResult<Arc<Exchange>> {
+        let default_refused = || CoreError::access_refused("operation not permitted on the default exchange");
+        if source.is_empty() {
+            return Err(default_refused());
+        }
+        match destination {
+            Destination::Queue(q) => {
+                self.usable_queue(q, ctx)?;
+                self.check(ctx, ResourceKind::Queue, q, Access::Write)?;
+            }
+            Destination::Exchange(e) => {
+                if e.is_empty() {
+                    return Err(default_refused());
+                }
+                self.existing_exchange(e)?;
+                self.check(ctx, ResourceKind::Exchange, e, Access::Write)?;
+            }
+        }
+        let ex = self.existing_exchange(source)?;
+        self.check(ctx, ResourceKind::Exchange, source, Access::Read)?;
+        Ok(ex)
+    }
+
+    /// Publish a message to `message.exchange` with `message.routing_key`.
+    pub fn publish(&self, message: Message, ctx: &ClientContext) -> CoreResult<PublishOutcome> {
+        self.publish_with(message, PublishOptions::default(), ctx)
+    }
+
+    /// Publish with queue-level options (delay, FIFO group, dedup id).
+    pub fn publish_with(
+        &self,
+        mut message: Message,
+        opts: PublishOptions,
+        ctx: &ClientContext,
+    ) -> CoreResult<PublishOutcome> {
+        let ex = self.existing_exchange(&message.exchange)?;
+        if ex.internal {
+            return Err(CoreError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                ex.name, self.name
+            )));
+        }
+        self.check(ctx, ResourceKind::Exchange, &ex.name, Access::Write)?;
+        if let Some(uid) = &message.properties.user_id
+            && *uid != ctx.user.name
+        {
+            return Err(CoreError::precondition(format!(
+                "user_id property set to '{uid}' but authenticated user was '{}'",
+                ctx.user.name
+            )));
+        }
+        let mut keys = vec![message.routing_key.clone()];
+        if let Some(h) = message.properties.headers.as_mut() {
+            for name in ["CC", "BCC"] {
+                if let Some(FieldValue::Array(extra)) = h.get(name) {
+                    keys.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                }
+            }
+            h.remove("BCC");
+        }
+        let targets = self.route(&ex, &keys, message.properties.headers.as_ref());
+        if targets.is_empty() {
+            return Ok(PublishOutcome::default());
+        }
+        message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
+        let message = Arc::new(message);
+        let mut outcome = PublishOutcome { routed: true, rejected: false };
+        for q in targets {
+            let (enq, fx) = q.publish(Arc::clone(&message), opts.clone());
+            if enq == Enqueued::Rejected {
+                outcome.rejected = true;
+            }
+            self.handle(&q, fx);
+        }
+        Ok(outcome)
+    }
+
+    /// The queues a message reaches from `start`, following exchange-to-exchange
+    /// bindings and alternate exchanges; each queue once.
+    fn route(&self, start: &Arc<Exchange>, keys: &[String], headers: Option<&FieldTable>) -> Vec<Arc<Queue>> {
+        let mut seen_ex: HashSet<String> = HashSet::new();
+        let mut seen_q: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        let mut work = VecDeque::from([Arc::clone(start)]);
+        let mut dests = Vec::new();
+        while let Some(ex) = work.pop_front() {
+            if !seen_ex.insert(ex.name.clone()) {
+                continue;
+            }
+            dests.clear();
+            if ex.name.is_empty() {
+                dests.extend(keys.iter().map(|k| Destination::Queue(k.clone())));
+            } else {
+                for k in keys {
+                    ex.route(k, headers, &mut dests);
+                }
+            }
+            let before = out.len();
+            let mut went_on = false;
+            for d in dests.drain(..) {
+                match d {
+                    Destination::Queue(name) => {
+                        if seen_q.insert(name.clone())
+                            && let Some(q) = self.queue(&name)
+                        {
+                            out.push(q);
+                        }
+                    }
+                    Destination::Exchange(name) => {
+                        if let Some(next) = self.exchange(&name) {
+                            went_on = true;
+                            work.push_back(next);
+                        }
+                    }
+                }
+            }
+            if out.len() == before
+                && !went_on
+                && let Some(ae) = ex.alternate().and_then(|n| self.exchange(n))
+            {
+                work.push_back(ae);
+            }
+        }
+        out
+    }
+
+    /// Register a consumer on `queue`; deliveries go to `sink`.
+    pub fn consume(
+        &self,
+        queue: &str,
+        spec: ConsumeSpec,
+        sink: ConsumerSink,
+        ctx: &ClientContext,
+    ) -> CoreResult<(Arc<Queue>, ConsumerId)> {
+        let q = self.usable_queue(queue, ctx)?;
+        self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
+        if q.exclusive_conflict(spec.exclusive) {
+            return Err(CoreError::access_refused(format!(
+                "queue '{queue}' in vhost '{}' in exclusive use",
+                self.name
+            )));
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let cs = ConsumerSpec {
+            id,
+            prefetch: spec.prefetch,
+            auto_ack: spec.auto_ack,
+            priority: spec.priority,
+            shared_credit: spec.shared_credit,
+        };
+        let fx = q.add_consumer(cs, spec.exclusive, sink);
+        self.handle(&q, fx);
+        Ok((q, id))
+    }
+
+    /// Unregister a consumer.
+    pub fn cancel(&self, queue: &Arc<Queue>, consumer: ConsumerId) {
+        let fx = queue.remove_consumer(consumer);
+        self.handle(queue, fx);
+    }
+
+    /// Pull one message. Returns the queue (to settle through), the delivery and the
+    /// number of ready messages left.
+    pub fn get(
+        &self,
+        queue: &str,
+        auto_ack: bool,
+        ctx: &ClientContext,
+    ) -> CoreResult<Option<(Arc<Queue>, Delivery, u64)>> {
+        let q = self.usable_queue(queue, ctx)?;
+        self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
+        let (d, fx) = q.get(auto_ack, None);
+        self.handle(&q, fx);
+        Ok(d.map(|d| {
+            let left = q.counts().ready;
+            (q, d, left)
+        }))
+    }
+
+    /// Settle a lease. False if the lease is unknown (already settled, or the queue is gone).
+    pub fn settle(&self, queue: &Arc<Queue>, lease: LeaseId, outcome: Outcome) -> bool {
+        let (ok, fx) = match outcome {
+            Outcome::Ack => queue.ack(lease),
+            Outcome::Requeue => queue.requeue(lease),
+            Outcome::Reject => queue.reject(lease),
+        };
+        self.handle(queue, fx);
+        ok
+    }
+
+    /// Requeue many leases of one queue (a channel closed).
+    pub fn requeue_all(&self, queue: &Arc<Queue>, leases: &[LeaseId]) {
+        let fx = queue.requeue_all(leases);
+        self.handle(queue, fx);
+    }
+
+    /// Tell the queue that `n` deliveries of `consumer` were written to the client.
+    pub fn written(&self, queue: &Arc<Queue>, consumer: ConsumerId, n: u32) {
+        let fx = queue.written(consumer, n);
+        self.handle(queue, fx);
+    }
+
+    /// Re-run delivery on a queue (its consumer's shared credit got room).
+    pub fn kick(&self, queue: &Arc<Queue>) {
+        let fx = queue.kick();
+        self.handle(queue, fx);
+    }
+
+    /// Carry out the effects a queue operation left: dead letters, expiry, auto-delete.
+    pub fn handle(&self, queue: &Arc<Queue>, fx: Followups) {
+        if fx.is_empty() {
+            return;
+        }
+        let mut work: VecDeque<(Arc<Queue>, Effect)> = fx.into_iter().map(|e| (Arc::clone(queue), e)).collect();
+        while let Some((q, effect)) = work.pop_front() {
+            match effect {
+                Effect::DeadLetter { message, reason } => {
+                    let cfg = q.config();
+                    let Some(dlx_name) = cfg.dead_letter_exchange.as_deref() else { continue };
+                    let Some(dlx) = self.exchange(dlx_name) else {
+                        tracing::debug!(
+                            queue = q.name(),
+                            dlx = dlx_name,
+                            "dead-letter exchange missing; message dropped"
+                        );
+                        continue;
+                    };
+                    let mut dl = dead_lettered(
+                        &message,
+                        q.name(),
+                        reason,
+                        dlx_name,
+                        cfg.dead_letter_routing_key.as_deref(),
+                        now_ms(),
+                    );
+                    let keys = [dl.routing_key.clone()];
+                    let targets = self.route(&dlx, &keys, dl.properties.headers.as_ref());
+                    dl.charge = Some(Arc::new(self.memory.charge(dl.memory_size() as u64)));
+                    let dl = Arc::new(dl);
+                    for t in targets {
+                        if is_cycle(&dl, t.name()) {
+                            continue;
+                        }
+                        let (_, more) = t.publish(Arc::clone(&dl), PublishOptions::default());
+                        work.extend(more.into_iter().map(|e| (Arc::clone(&t), e)));
+                    }
+                }
+                Effect::QueueExpired | Effect::AutoDelete => {
+                    self.remove_queue(&q);
+                }
+                Effect::Deliver { .. } => {}
+            }
+        }
+    }
+}
+
+fn declared(q: &Queue) -> QueueDeclared {
+    let c = q.counts();
+    QueueDeclared {
+        name: q.name().to_string(),
+        message_count: c.ready.min(u32::MAX as u64) as u32,
+        consumer_count: c.consumers,
+    }
+}
+
+fn random_suffix(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// A server-generated queue name in RabbitMQ's format.
+pub fn generate_queue_name() -> String {
+    format!("amq.gen-{}", random_suffix(22))
+}
