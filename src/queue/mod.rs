@@ -9,6 +9,8 @@
 
 pub mod config;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

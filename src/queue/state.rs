@@ -432,7 +432,9 @@ impl QueueState {
             let Some(idx) = self.pick_consumer() else { return };
             let Some(key) = self.next_deliverable() else { return };
             let Some(entry) = self.remove_ready(key) else { return };
-            if entry.expires_at.is_some_and(|at| at <= now) {
+            // `<`, not `<=`: a TTL-0 message may still go to a consumer waiting at the
+            // instant it is published, as in RabbitMQ.
+            if entry.expires_at.is_some_and(|at| at < now) {
                 self.dead_letter(entry.message, DeathReason::Expired, fx);
                 continue;
             }

@@ -1,0 +1,767 @@
+//! One AMQP channel: its consumers, unacknowledged deliveries, confirm and tx
+//! modes, and the content being assembled for a `basic.publish`. Each method
+//! handler translates one AMQP method into calls on the core's `VHost`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{AMQPClass, access, basic, channel, confirm, exchange, queue, tx};
+use amq_protocol::types::{AMQPValue, FieldTable as AmqpTable, LongString, ShortString};
+use bytes::BytesMut;
+use switchyard::exchange::Destination;
+use switchyard::message::{Message, Properties};
+use switchyard::queue::state::{ConsumerId, Delivery, LeaseId, SharedCredit};
+use switchyard::queue::{ConsumerSink, Queue};
+use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, QueueSpec};
+use switchyard::{ClientContext, VHost};
+
+use crate::codec::convert::{properties_from_amqp, properties_to_amqp, table_from_amqp};
+use crate::error::{AmqpError, code};
+use crate::outbound::Outbound;
+
+/// RabbitMQ's direct reply-to pseudo-queue name.
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// What a channel needs from its connection.
+pub(crate) struct ConnState {
+    pub(crate) vhost: Arc<VHost>,
+    pub(crate) ctx: ClientContext,
+    pub(crate) out: Outbound,
+    pub(crate) sink: ConsumerSink,
+    /// Which channel each of this connection's consumers belongs to.
+    pub(crate) consumer_channels: HashMap<ConsumerId, u16>,
+    pub(crate) max_message_size: usize,
+    pub(crate) consumer_cancel_notify: bool,
+    /// Deliveries encoded this turn, reported to their queues once written.
+    pub(crate) written: Vec<(Arc<Queue>, ConsumerId)>,
+}
+
+struct Pending {
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    properties: Option<Properties>,
+    body_size: u64,
+    body: BytesMut,
+}
+
+struct Unacked {
+    queue: Arc<Queue>,
+    lease: LeaseId,
+}
+
+struct ConsumerEntry {
+    id: ConsumerId,
+    queue: Arc<Queue>,
+}
+
+#[derive(Clone, Copy)]
+enum SettleOp {
+    Ack,
+    Nack { requeue: bool },
+}
+
+#[derive(Default)]
+struct TxState {
+    publishes: Vec<(Message, bool)>,
+    settles: Vec<(u64, bool, SettleOp)>,
+}
+
+#[derive(Default)]
+struct Confirms {
+    next_seq: u64,
+    /// A run of consecutive acks not yet sent, sent as one `multiple` ack.
+    pending: Option<(u64, u64)>,
+}
+
+/// Per-channel state.
+pub(crate) struct Channel {
+    id: u16,
+    /// We sent `channel.close` and wait for `close-ok`; everything else is dropped.
+    pub(crate) closing: bool,
+    pending: Option<Pending>,
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    consumers: HashMap<String, ConsumerEntry>,
+    tags_by_id: HashMap<ConsumerId, String>,
+    prefetch: u32,
+    shared: Arc<SharedCredit>,
+    global_limit: bool,
+    confirms: Option<Confirms>,
+    tx: Option<TxState>,
+    last_queue: Option<String>,
+    reply_queue: Option<String>,
+}
+
+fn ss(s: &str) -> ShortString {
+    ShortString::from(crate::error::truncate(s, 255))
+}
+
+fn ids(m: &AMQPClass) -> (u16, u16) {
+    crate::codec::class_method_ids(m)
+}
+
+impl Channel {
+    pub(crate) fn new(id: u16) -> Channel {
+        Channel {
+            id,
+            closing: false,
+            pending: None,
+            next_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            tags_by_id: HashMap::new(),
+            prefetch: 0,
+            shared: SharedCredit::new(0),
+            global_limit: false,
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            reply_queue: None,
+        }
+    }
+
+    /// True while a publish's header or body frames are expected.
+    pub(crate) fn expects_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Handle one method. Errors close the channel (soft) or the connection (hard).
+    pub(crate) fn method(&mut self, method: AMQPClass, st: &mut ConnState) -> Result<(), AmqpError> {
+        let (class_id, method_id) = ids(&method);
+        self.dispatch(method, st).map_err(|e| if e.class_id == 0 { e.on(class_id, method_id) } else { e })
+    }
+
+    fn dispatch(&mut self, method: AMQPClass, st: &mut ConnState) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match method {
+            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                if p.immediate {
+                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true"));
+                }
+                self.pending = Some(Pending {
+                    exchange: p.exchange.as_str().to_string(),
+                    routing_key: p.routing_key.as_str().to_string(),
+                    mandatory: p.mandatory,
+                    properties: None,
+                    body_size: 0,
+                    body: BytesMut::new(),
+                });
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => self.settle(a.delivery_tag, a.multiple, SettleOp::Ack, st),
+            AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
+                self.settle(n.delivery_tag, n.multiple, SettleOp::Nack { requeue: n.requeue }, st)
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
+                self.settle(r.delivery_tag, false, SettleOp::Nack { requeue: r.requeue }, st)
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
+                if q.global {
+                    self.shared.set_limit(q.prefetch_count.into());
+                    self.global_limit = q.prefetch_count > 0;
+                    self.kick_all(st);
+                } else {
+                    self.prefetch = q.prefetch_count.into();
+                }
+                st.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(c, st),
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
+                let tag = c.consumer_tag.as_str().to_string();
+                self.cancel_consumer(&tag, st);
+                if !c.nowait {
+                    st.out.method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => self.get(g, st),
+            AMQPClass::Basic(basic::AMQPMethod::Recover(r)) => {
+                self.recover(r.requeue, st)?;
+                st.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(r)) => self.recover(r.requeue, st),
+            AMQPClass::Exchange(m) => self.exchange_method(m, st),
+            AMQPClass::Queue(m) => self.queue_method(m, st),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if self.tx.is_some() {
+                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "cannot switch from tx to confirm mode"));
+                }
+                if self.confirms.is_none() {
+                    self.confirms = Some(Confirms { next_seq: 1, pending: None });
+                }
+                if !s.nowait {
+                    st.out.method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(m) => self.tx_method(m, st),
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "active=false"));
+                }
+                st.out.method(ch, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                Ok(())
+            }
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                st.out.method(ch, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
+                Ok(())
+            }
+            other => {
+                let (c, m) = ids(&other);
+                Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format!("unexpected method {} on channel {ch}", crate::codec::method_name_by_id(c, m).unwrap_or("unknown")),
+                ))
+            }
+        }
+    }
+
+    fn queue_name(&self, given: &str) -> Result<String, AmqpError> {
+        if !given.is_empty() {
+            return Ok(given.to_string());
+        }
+        self.last_queue.clone().ok_or_else(|| AmqpError::channel(code::NOT_FOUND, "no previously declared queue"))
+    }
+
+    fn exchange_method(&mut self, m: exchange::AMQPMethod, st: &mut ConnState) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                st.vhost.declare_exchange(
+                    ExchangeSpec {
+                        name: d.exchange.as_str().to_string(),
+                        kind: d.kind.as_str().to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: table_from_amqp(&d.arguments),
+                    },
+                    &st.ctx,
+                )?;
+                if !d.nowait {
+                    st.out.method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
+                }
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                st.vhost.delete_exchange(d.exchange.as_str(), d.if_unused, &st.ctx)?;
+                if !d.nowait {
+                    st.out.method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
+                }
+            }
+            exchange::AMQPMethod::Bind(b) => {
+                st.vhost.bind(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    table_from_amqp(&b.arguments),
+                    &st.ctx,
+                )?;
+                if !b.nowait {
+                    st.out.method(ch, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
+                }
+            }
+            exchange::AMQPMethod::Unbind(b) => {
+                st.vhost.unbind(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.as_str().to_string()),
+                    b.routing_key.as_str(),
+                    &table_from_amqp(&b.arguments),
+                    &st.ctx,
+                )?;
+                if !b.nowait {
+                    st.out.method(ch, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
+                }
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format!("unexpected exchange method {other:?}").chars().take(120).collect::<String>(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_method(&mut self, m: queue::AMQPMethod, st: &mut ConnState) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match m {
+            queue::AMQPMethod::Declare(d) => {
+                let ok = st.vhost.declare_queue(
+                    QueueSpec {
+                        name: d.queue.as_str().to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: table_from_amqp(&d.arguments),
+                    },
+                    &st.ctx,
+                )?;
+                self.last_queue = Some(ok.name.clone());
+                if !d.nowait {
+                    st.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: ss(&ok.name),
+                            message_count: ok.message_count,
+                            consumer_count: ok.consumer_count,
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let q = self.queue_name(b.queue.as_str())?;
+                st.vhost.bind(
+                    b.exchange.as_str(),
+                    Destination::Queue(q),
+                    b.routing_key.as_str(),
+                    table_from_amqp(&b.arguments),
+                    &st.ctx,
+                )?;
+                if !b.nowait {
+                    st.out.method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                }
+            }
+            queue::AMQPMethod::Unbind(b) => {
+                let q = self.queue_name(b.queue.as_str())?;
+                st.vhost.unbind(
+                    b.exchange.as_str(),
+                    Destination::Queue(q),
+                    b.routing_key.as_str(),
+                    &table_from_amqp(&b.arguments),
+                    &st.ctx,
+                )?;
+                st.out.method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let q = self.queue_name(p.queue.as_str())?;
+                let n = st.vhost.purge_queue(&q, &st.ctx)?;
+                if !p.nowait {
+                    st.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n.min(u32::MAX as u64) as u32,
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let q = self.queue_name(d.queue.as_str())?;
+                let n = st.vhost.delete_queue(&q, d.if_unused, d.if_empty, &st.ctx)?;
+                if !d.nowait {
+                    st.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n.min(u32::MAX as u64) as u32,
+                        })),
+                    );
+                }
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format!("unexpected queue method {other:?}").chars().take(120).collect::<String>(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn tx_method(&mut self, m: tx::AMQPMethod, st: &mut ConnState) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "cannot switch from confirm to tx mode"));
+                }
+                self.tx.get_or_insert_with(TxState::default);
+                st.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Some(txs) = self.tx.as_mut() else {
+                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "channel is not transactional"));
+                };
+                let TxState { publishes, settles } = std::mem::take(txs);
+                for (msg, mandatory) in publishes {
+                    self.route(msg, mandatory, st)?;
+                }
+                for (tag, multiple, op) in settles {
+                    self.apply_settle(tag, multiple, op, st)?;
+                }
+                st.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(txs) = self.tx.as_mut() else {
+                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "channel is not transactional"));
+                };
+                *txs = TxState::default();
+                st.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format!("unexpected tx method {other:?}").chars().take(120).collect::<String>(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A content header frame for the pending publish.
+    pub(crate) fn content_header(
+        &mut self,
+        class_id: u16,
+        body_size: u64,
+        properties: &amq_protocol::protocol::BasicProperties,
+        st: &mut ConnState,
+    ) -> Result<(), AmqpError> {
+        let Some(p) = self.pending.as_mut() else {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!("expected method frame, got non method frame instead on channel {}", self.id),
+            ));
+        };
+        if p.properties.is_some() || class_id != 60 {
+            return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "expected content body, got content header"));
+        }
+        if body_size > st.max_message_size as u64 {
+            self.pending = None;
+            return Err(AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                format!("message size {body_size} is larger than configured max size {}", st.max_message_size),
+            )
+            .on(60, 40));
+        }
+        p.properties = Some(properties_from_amqp(properties));
+        p.body_size = body_size;
+        p.body.reserve(body_size.min(1 << 20) as usize);
+        if body_size == 0 {
+            return self.complete_publish(st);
+        }
+        Ok(())
+    }
+
+    /// A content body frame for the pending publish.
+    pub(crate) fn content_body(&mut self, payload: &[u8], st: &mut ConnState) -> Result<(), AmqpError> {
+        let Some(p) = self.pending.as_mut().filter(|p| p.properties.is_some()) else {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!("expected method frame, got non method frame instead on channel {}", self.id),
+            ));
+        };
+        if p.body.len() as u64 + payload.len() as u64 > p.body_size {
+            return Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                format!("content body larger than the {} bytes the content header announced", p.body_size),
+            ));
+        }
+        p.body.extend_from_slice(payload);
+        if p.body.len() as u64 == p.body_size {
+            return self.complete_publish(st);
+        }
+        Ok(())
+    }
+
+    fn complete_publish(&mut self, st: &mut ConnState) -> Result<(), AmqpError> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        let mut props = p.properties.unwrap_or_default();
+        if props.reply_to.as_deref() == Some(REPLY_TO) {
+            match &self.reply_queue {
+                Some(q) => props.reply_to = Some(q.clone()),
+                None => {
+                    return Err(
+                        AmqpError::channel(code::PRECONDITION_FAILED, "fast reply consumer does not exist").on(60, 40)
+                    );
+                }
+            }
+        }
+        let msg = Message::new(p.exchange, p.routing_key, props, p.body.freeze());
+        if let Some(txs) = self.tx.as_mut() {
+            // Publishing to a missing exchange fails at publish time even in a transaction.
+            if st.vhost.exchange(&msg.exchange).is_none() {
+                return Err(AmqpError::channel(
+                    code::NOT_FOUND,
+                    format!("no exchange '{}' in vhost '{}'", msg.exchange, st.vhost.name()),
+                )
+                .on(60, 40));
+            }
+            txs.publishes.push((msg, p.mandatory));
+            return Ok(());
+        }
+        self.route(msg, p.mandatory, st).map_err(|e| e.on(60, 40))
+    }
+
+    fn route(&mut self, msg: Message, mandatory: bool, st: &mut ConnState) -> Result<(), AmqpError> {
+        let seq = self.confirms.as_mut().map(|c| {
+            let s = c.next_seq;
+            c.next_seq += 1;
+            s
+        });
+        let returned = mandatory.then(|| (msg.exchange.clone(), msg.routing_key.clone(), msg.properties.clone(), msg.body.clone()));
+        let outcome = st.vhost.publish(msg, &st.ctx)?;
+        if let Some((exchange, routing_key, props, body)) = returned
+            && !outcome.routed
+        {
+            st.out.content(
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: code::NO_ROUTE,
+                    reply_text: ss("NO_ROUTE"),
+                    exchange: ss(&exchange),
+                    routing_key: ss(&routing_key),
+                })),
+                &properties_to_amqp(&props),
+                &body,
+            );
+        }
+        if let Some(seq) = seq {
+            if outcome.rejected {
+                self.flush_confirms(st);
+                st.out.method(
+                    self.id,
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: seq, multiple: false, requeue: false })),
+                );
+            } else {
+                let contiguous = self.confirms.as_ref().and_then(|c| c.pending).filter(|(_, last)| last + 1 == seq);
+                if contiguous.is_none() {
+                    self.flush_confirms(st);
+                }
+                if let Some(c) = self.confirms.as_mut() {
+                    c.pending = Some((contiguous.map_or(seq, |(first, _)| first), seq));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the coalesced publisher-confirm acks (called once per loop turn).
+    pub(crate) fn flush_confirms(&mut self, st: &mut ConnState) {
+        if let Some((first, last)) = self.confirms.as_mut().and_then(|c| c.pending.take()) {
+            st.out.method(
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: first != last })),
+            );
+        }
+    }
+
+    fn consume(&mut self, c: basic::Consume, st: &mut ConnState) -> Result<(), AmqpError> {
+        let mut tag = c.consumer_tag.as_str().to_string();
+        if tag.is_empty() {
+            tag = format!("amq.ctag-{}", switchyard::vhost::generate_queue_name().trim_start_matches("amq.gen-"));
+        }
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(code::NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
+        }
+        let args = table_from_amqp(&c.arguments);
+        let priority = args.get("x-priority").and_then(|v| v.as_i64()).unwrap_or(0) as i32;
+        let queue_name = if c.queue.as_str() == REPLY_TO {
+            if !c.no_ack {
+                return Err(AmqpError::channel(code::PRECONDITION_FAILED, "reply consumer cannot acknowledge"));
+            }
+            let q = st.vhost.declare_reply_queue(&st.ctx);
+            self.reply_queue = Some(q.name().to_string());
+            q.name().to_string()
+        } else {
+            self.queue_name(c.queue.as_str())?
+        };
+        let spec = ConsumeSpec {
+            prefetch: self.prefetch,
+            auto_ack: c.no_ack,
+            exclusive: c.exclusive,
+            priority,
+            shared_credit: Some(Arc::clone(&self.shared)),
+        };
+        // Deliveries reach the connection through its event channel and are encoded
+        // only after this frame is handled, so consume-ok always precedes them.
+        let (queue, id) = st.vhost.consume(&queue_name, spec, st.sink.clone(), &st.ctx)?;
+        if !c.nowait {
+            st.out.method(
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: ss(&tag) })),
+            );
+        }
+        st.consumer_channels.insert(id, self.id);
+        self.tags_by_id.insert(id, tag.clone());
+        self.consumers.insert(tag, ConsumerEntry { id, queue });
+        Ok(())
+    }
+
+    /// Stop a consumer. Deliveries already queued for it are still sent by the
+    /// connection before the cancel-ok, which it drains first.
+    pub(crate) fn cancel_consumer(&mut self, tag: &str, st: &mut ConnState) {
+        if let Some(entry) = self.consumers.remove(tag) {
+            st.vhost.cancel(&entry.queue, entry.id);
+            self.tags_by_id.remove(&entry.id);
+            st.consumer_channels.remove(&entry.id);
+        }
+    }
+
+    /// The broker cancelled a consumer (queue deleted): tell the client if it can hear it.
+    pub(crate) fn broker_cancelled(&mut self, id: ConsumerId, st: &mut ConnState) {
+        if let Some(tag) = self.tags_by_id.remove(&id) {
+            self.consumers.remove(&tag);
+            st.consumer_channels.remove(&id);
+            if st.consumer_cancel_notify && !self.closing {
+                st.out.method(
+                    self.id,
+                    AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: ss(&tag), nowait: true })),
+                );
+            }
+        }
+    }
+
+    /// Encode a delivery for one of this channel's consumers.
+    pub(crate) fn deliver(&mut self, id: ConsumerId, queue: Arc<Queue>, d: Delivery, st: &mut ConnState) {
+        let Some(tag) = self.tags_by_id.get(&id).filter(|_| !self.closing) else {
+            if let Some(lease) = d.lease {
+                st.vhost.settle(&queue, lease, Outcome::Requeue);
+            }
+            return;
+        };
+        let delivery_tag = self.next_tag;
+        self.next_tag += 1;
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: ss(tag),
+            delivery_tag,
+            redelivered: d.redelivered,
+            exchange: ss(&d.message.exchange),
+            routing_key: ss(&d.message.routing_key),
+        }));
+        st.out.content(self.id, method, &properties_to_amqp(&d.message.properties), &d.message.body);
+        if let Some(lease) = d.lease {
+            self.unacked.insert(delivery_tag, Unacked { queue: Arc::clone(&queue), lease });
+        }
+        st.written.push((queue, id));
+    }
+
+    fn get(&mut self, g: basic::Get, st: &mut ConnState) -> Result<(), AmqpError> {
+        let q = self.queue_name(g.queue.as_str())?;
+        match st.vhost.get(&q, g.no_ack, &st.ctx)? {
+            None => st.out.method(
+                self.id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            ),
+            Some((queue, d, left)) => {
+                let delivery_tag = self.next_tag;
+                self.next_tag += 1;
+                let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                    delivery_tag,
+                    redelivered: d.redelivered,
+                    exchange: ss(&d.message.exchange),
+                    routing_key: ss(&d.message.routing_key),
+                    message_count: left.min(u32::MAX as u64) as u32,
+                }));
+                st.out.content(self.id, method, &properties_to_amqp(&d.message.properties), &d.message.body);
+                if let Some(lease) = d.lease {
+                    self.unacked.insert(delivery_tag, Unacked { queue, lease });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, tag: u64, multiple: bool, op: SettleOp, st: &mut ConnState) -> Result<(), AmqpError> {
+        if let Some(txs) = self.tx.as_mut() {
+            let known = self.unacked.contains_key(&tag)
+                || (multiple && (tag == 0 || self.unacked.range(..=tag).next().is_some()));
+            if !known {
+                return Err(AmqpError::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}")));
+            }
+            txs.settles.push((tag, multiple, op));
+            return Ok(());
+        }
+        self.apply_settle(tag, multiple, op, st)
+    }
+
+    fn apply_settle(&mut self, tag: u64, multiple: bool, op: SettleOp, st: &mut ConnState) -> Result<(), AmqpError> {
+        let tags: Vec<u64> = if multiple {
+            if tag == 0 { self.unacked.keys().copied().collect() } else { self.unacked.range(..=tag).map(|(t, _)| *t).collect() }
+        } else if self.unacked.contains_key(&tag) {
+            vec![tag]
+        } else {
+            Vec::new()
+        };
+        if tags.is_empty() && !(multiple && tag == 0) {
+            return Err(AmqpError::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}")));
+        }
+        let outcome = match op {
+            SettleOp::Ack => Outcome::Ack,
+            SettleOp::Nack { requeue: true } => Outcome::Requeue,
+            SettleOp::Nack { requeue: false } => Outcome::Reject,
+        };
+        for t in tags {
+            if let Some(u) = self.unacked.remove(&t) {
+                st.vhost.settle(&u.queue, u.lease, outcome);
+            }
+        }
+        if self.global_limit {
+            self.kick_all(st);
+        }
+        Ok(())
+    }
+
+    fn kick_all(&self, st: &ConnState) {
+        let mut seen: Vec<*const Queue> = Vec::new();
+        for c in self.consumers.values() {
+            let p = Arc::as_ptr(&c.queue);
+            if !seen.contains(&p) {
+                seen.push(p);
+                st.vhost.kick(&c.queue);
+            }
+        }
+    }
+
+    fn recover(&mut self, requeue: bool, st: &mut ConnState) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "requeue=false"));
+        }
+        self.requeue_unacked(st);
+        Ok(())
+    }
+
+    fn requeue_unacked(&mut self, st: &mut ConnState) {
+        let mut by_queue: Vec<(Arc<Queue>, Vec<LeaseId>)> = Vec::new();
+        for (_, u) in std::mem::take(&mut self.unacked) {
+            match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                Some((_, v)) => v.push(u.lease),
+                None => by_queue.push((u.queue, vec![u.lease])),
+            }
+        }
+        for (q, leases) in by_queue {
+            st.vhost.requeue_all(&q, &leases);
+        }
+    }
+
+    /// Release everything the channel holds: consumers go, unacked messages return.
+    pub(crate) fn release(&mut self, st: &mut ConnState) {
+        let tags: Vec<String> = self.consumers.keys().cloned().collect();
+        for tag in tags {
+            self.cancel_consumer(&tag, st);
+        }
+        self.requeue_unacked(st);
+        self.pending = None;
+        if let Some(c) = self.confirms.as_mut() {
+            c.pending = None;
+        }
+    }
+}
+
+/// `true` if `value` is an AMQP boolean `true`; used to read client capabilities.
+pub(crate) fn capability(props: &AmqpTable, name: &str) -> bool {
+    match props.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true))),
+        _ => false,
+    }
+}
+
+/// A long string from text.
+pub(crate) fn long(s: &str) -> LongString {
+    LongString::from(s.as_bytes().to_vec())
+}

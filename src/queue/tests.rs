@@ -1,0 +1,448 @@
+//! State-machine tests for the queue: time is a number we pass in, so TTLs,
+//! lease timeouts, delays and dedup windows are tested without sleeping.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::config::{Overflow, QueueConfig};
+use super::state::*;
+use crate::message::{Message, Properties};
+
+fn msg(body: &str) -> Arc<Message> {
+    Arc::new(Message::new("", "q", Properties::default(), Bytes::copy_from_slice(body.as_bytes())))
+}
+
+fn msg_with(body: &str, props: Properties) -> Arc<Message> {
+    Arc::new(Message::new("", "q", props, Bytes::copy_from_slice(body.as_bytes())))
+}
+
+fn body(d: &Delivery) -> &str {
+    std::str::from_utf8(&d.message.body).unwrap_or("<bin>")
+}
+
+fn consumer(id: ConsumerId, prefetch: u32) -> ConsumerSpec {
+    ConsumerSpec { id, prefetch, auto_ack: false, priority: 0, shared_credit: None }
+}
+
+/// Deliveries in `fx`, as (consumer, body, lease).
+fn delivered(fx: &mut Vec<Effect>) -> Vec<(ConsumerId, String, Option<LeaseId>, bool)> {
+    let mut out = Vec::new();
+    fx.retain(|e| match e {
+        Effect::Deliver { consumer, delivery } => {
+            out.push((*consumer, body(delivery).to_string(), delivery.lease, delivery.redelivered));
+            false
+        }
+        _ => true,
+    });
+    out
+}
+
+fn dead_letters(fx: &[Effect]) -> Vec<(String, DeathReason)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::DeadLetter { message, reason } => {
+                Some((String::from_utf8_lossy(&message.body).into_owned(), *reason))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn with_dlx(mut c: QueueConfig) -> QueueConfig {
+    c.dead_letter_exchange = Some("dlx".into());
+    c
+}
+
+fn publish(q: &mut QueueState, body: &str, now: u64, fx: &mut Vec<Effect>) -> Enqueued {
+    q.publish(msg(body), PublishOptions::default(), now, fx)
+}
+
+#[test]
+fn get_is_fifo_and_ack_removes() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    for b in ["a", "b", "c"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let d = q.get(false, None, 1, &mut fx).expect("a");
+    assert_eq!(body(&d), "a");
+    assert_eq!(q.counts().ready, 2);
+    assert_eq!(q.counts().unacked, 1);
+    let lease = d.lease.expect("leased");
+    assert!(q.ack(lease, 2, &mut fx));
+    assert!(!q.ack(lease, 2, &mut fx), "a lease settles once");
+    assert_eq!(q.counts().unacked, 0);
+    assert_eq!(body(&q.get(true, None, 3, &mut fx).expect("b")), "b");
+    assert_eq!(q.counts().unacked, 0, "auto-ack gets are not leased");
+}
+
+#[test]
+fn requeue_restores_original_position_with_redelivered_flag() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    for b in ["a", "b", "c"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let a = q.get(false, None, 0, &mut fx).expect("a");
+    let b = q.get(false, None, 0, &mut fx).expect("b");
+    assert!(!a.redelivered);
+    // Requeue in reverse order: order must still be a, b, c.
+    assert!(q.requeue(b.lease.expect("lease"), 1, &mut fx));
+    assert!(q.requeue(a.lease.expect("lease"), 1, &mut fx));
+    let order: Vec<_> = (0..3).map(|_| q.get(true, None, 2, &mut fx).expect("msg")).collect();
+    assert_eq!(order.iter().map(body).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(order[0].redelivered && order[1].redelivered && !order[2].redelivered);
+    assert_eq!(order[0].delivery_count, 2);
+}
+
+#[test]
+fn prefetch_bounds_unsettled_deliveries() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 2), 0, &mut fx);
+    for b in ["a", "b", "c", "d"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let got = delivered(&mut fx);
+    assert_eq!(got.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(q.counts().ready, 2);
+    q.ack(got[0].2.expect("lease"), 1, &mut fx);
+    assert_eq!(delivered(&mut fx).iter().map(|d| d.1.clone()).collect::<Vec<_>>(), ["c"]);
+}
+
+#[test]
+fn round_robin_skips_consumers_without_credit() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 1), 0, &mut fx); // slow: never acks
+    q.add_consumer(consumer(2, 1), 0, &mut fx); // fast
+    for i in 0..6 {
+        publish(&mut q, &format!("m{i}"), 0, &mut fx);
+        for (c, _, lease, _) in delivered(&mut fx) {
+            if c == 2 {
+                q.ack(lease.expect("lease"), 0, &mut fx);
+                // Deliveries triggered by the ack are counted on the next loop turn.
+                for (c2, _, l2, _) in delivered(&mut fx) {
+                    assert_eq!(c2, 2);
+                    q.ack(l2.expect("lease"), 0, &mut fx);
+                }
+            }
+        }
+    }
+    // The slow consumer holds exactly its prefetch; nothing piles up behind it.
+    assert_eq!(q.counts().unacked, 1);
+    assert_eq!(q.counts().ready, 0);
+}
+
+#[test]
+fn equal_consumers_alternate() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 0), 0, &mut fx);
+    q.add_consumer(consumer(2, 0), 0, &mut fx);
+    for i in 0..6 {
+        publish(&mut q, &format!("m{i}"), 0, &mut fx);
+    }
+    let who: Vec<_> = delivered(&mut fx).into_iter().map(|d| d.0).collect();
+    assert_eq!(who, [1, 2, 1, 2, 1, 2]);
+}
+
+#[test]
+fn consumer_priority_serves_higher_first() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 0), 0, &mut fx);
+    q.add_consumer(ConsumerSpec { priority: 5, ..consumer(2, 2) }, 0, &mut fx);
+    for i in 0..4 {
+        publish(&mut q, &format!("m{i}"), 0, &mut fx);
+    }
+    let who: Vec<_> = delivered(&mut fx).into_iter().map(|d| d.0).collect();
+    assert_eq!(who, [2, 2, 1, 1], "the high-priority consumer gets its prefetch, then the rest spill over");
+}
+
+#[test]
+fn ttl_expires_on_tick_and_dead_letters() {
+    let cfg = with_dlx(QueueConfig { message_ttl: Some(100), ..QueueConfig::default() });
+    let mut q = QueueState::new(cfg, 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "a", 0, &mut fx);
+    publish(&mut q, "b", 50, &mut fx);
+    assert_eq!(q.next_deadline(), Some(100));
+    q.tick(99, &mut fx);
+    assert!(fx.is_empty());
+    q.tick(100, &mut fx);
+    assert_eq!(dead_letters(&fx), [("a".to_string(), DeathReason::Expired)]);
+    assert_eq!(q.counts().ready, 1);
+    fx.clear();
+    // A get after expiry never returns an expired message.
+    assert!(q.get(true, None, 150, &mut fx).is_none());
+    assert_eq!(dead_letters(&fx), [("b".to_string(), DeathReason::Expired)]);
+}
+
+#[test]
+fn per_message_ttl_takes_the_smaller_of_both() {
+    let mut q = QueueState::new(QueueConfig { message_ttl: Some(1000), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    let props = Properties { expiration: Some("10".into()), ..Properties::default() };
+    q.publish(msg_with("short", props), PublishOptions::default(), 0, &mut fx);
+    publish(&mut q, "long", 0, &mut fx);
+    q.tick(10, &mut fx);
+    assert_eq!(q.counts().ready, 1);
+    assert_eq!(body(&q.get(true, None, 11, &mut fx).expect("long")), "long");
+}
+
+#[test]
+fn ttl_zero_delivers_only_to_a_waiting_consumer() {
+    let mut q = QueueState::new(QueueConfig { message_ttl: Some(0), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "dropped", 0, &mut fx);
+    assert_eq!(q.counts().ready, 0);
+    q.add_consumer(consumer(1, 0), 0, &mut fx);
+    publish(&mut q, "delivered", 0, &mut fx);
+    assert_eq!(delivered(&mut fx).len(), 1);
+}
+
+#[test]
+fn reject_dead_letters_and_without_dlx_drops() {
+    let mut q = QueueState::new(with_dlx(QueueConfig::default()), 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "a", 0, &mut fx);
+    let d = q.get(false, None, 0, &mut fx).expect("a");
+    assert!(q.reject(d.lease.expect("lease"), 0, &mut fx));
+    assert_eq!(dead_letters(&fx), [("a".to_string(), DeathReason::Rejected)]);
+
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "a", 0, &mut fx);
+    let d = q.get(false, None, 0, &mut fx).expect("a");
+    q.reject(d.lease.expect("lease"), 0, &mut fx);
+    assert!(dead_letters(&fx).is_empty());
+    assert_eq!(q.counts().ready + q.counts().unacked, 0);
+}
+
+#[test]
+fn priorities_order_delivery_and_cap_at_max() {
+    let mut q = QueueState::new(QueueConfig { max_priority: Some(5), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    for (b, p) in [("p0", 0u8), ("p9", 9), ("p3", 3), ("p5", 5), ("none", 0)] {
+        let props = Properties { priority: Some(p), ..Properties::default() };
+        q.publish(msg_with(b, props), PublishOptions::default(), 0, &mut fx);
+    }
+    let order: Vec<String> = (0..5).map(|_| body(&q.get(true, None, 0, &mut fx).expect("m")).to_string()).collect();
+    // p9 is capped to 5 and ties with p5 in publish order.
+    assert_eq!(order, ["p9", "p5", "p3", "p0", "none"]);
+}
+
+#[test]
+fn priorities_are_ignored_without_max_priority() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    for (b, p) in [("low", 0u8), ("high", 9)] {
+        let props = Properties { priority: Some(p), ..Properties::default() };
+        q.publish(msg_with(b, props), PublishOptions::default(), 0, &mut fx);
+    }
+    assert_eq!(body(&q.get(true, None, 0, &mut fx).expect("m")), "low");
+}
+
+#[test]
+fn max_length_drop_head_dead_letters_oldest() {
+    let mut q = QueueState::new(with_dlx(QueueConfig { max_length: Some(2), ..QueueConfig::default() }), 0);
+    let mut fx = Vec::new();
+    for b in ["a", "b", "c"] {
+        assert_eq!(publish(&mut q, b, 0, &mut fx), Enqueued::Accepted);
+    }
+    assert_eq!(dead_letters(&fx), [("a".to_string(), DeathReason::MaxLen)]);
+    assert_eq!(q.counts().ready, 2);
+}
+
+#[test]
+fn max_length_reject_publish_refuses() {
+    let cfg = QueueConfig { max_length: Some(2), overflow: Overflow::RejectPublish, ..QueueConfig::default() };
+    let mut q = QueueState::new(with_dlx(cfg), 0);
+    let mut fx = Vec::new();
+    assert_eq!(publish(&mut q, "a", 0, &mut fx), Enqueued::Accepted);
+    assert_eq!(publish(&mut q, "b", 0, &mut fx), Enqueued::Accepted);
+    assert_eq!(publish(&mut q, "c", 0, &mut fx), Enqueued::Rejected);
+    assert!(dead_letters(&fx).is_empty(), "reject-publish does not dead-letter");
+    q.get(true, None, 0, &mut fx);
+    assert_eq!(publish(&mut q, "d", 0, &mut fx), Enqueued::Accepted, "room again after a get");
+
+    let cfg = QueueConfig { max_length: Some(0), overflow: Overflow::RejectPublishDlx, ..QueueConfig::default() };
+    let mut q = QueueState::new(with_dlx(cfg), 0);
+    assert_eq!(publish(&mut q, "x", 0, &mut fx), Enqueued::Rejected);
+    assert_eq!(dead_letters(&fx), [("x".to_string(), DeathReason::MaxLen)]);
+}
+
+#[test]
+fn max_length_bytes_counts_body_bytes() {
+    let mut q = QueueState::new(QueueConfig { max_length_bytes: Some(5), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "abc", 0, &mut fx);
+    publish(&mut q, "de", 0, &mut fx);
+    assert_eq!(q.counts().ready_bytes, 5);
+    publish(&mut q, "f", 0, &mut fx);
+    assert_eq!(q.counts().ready, 2);
+    assert_eq!(body(&q.get(true, None, 0, &mut fx).expect("m")), "de");
+}
+
+#[test]
+fn delivery_limit_dead_letters_after_the_limit() {
+    let mut q = QueueState::new(with_dlx(QueueConfig { delivery_limit: Some(2), ..QueueConfig::default() }), 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "poison", 0, &mut fx);
+    for round in 1..=3 {
+        let d = q.get(false, None, 0, &mut fx).expect("delivered");
+        assert_eq!(d.delivery_count, round);
+        q.requeue(d.lease.expect("lease"), 0, &mut fx);
+    }
+    assert_eq!(dead_letters(&fx), [("poison".to_string(), DeathReason::DeliveryLimit)]);
+    assert!(q.get(true, None, 0, &mut fx).is_none());
+}
+
+#[test]
+fn lease_timeout_returns_message_on_tick() {
+    let mut q = QueueState::new(QueueConfig { lease_timeout: Some(30_000), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    publish(&mut q, "a", 0, &mut fx);
+    let d = q.get(false, None, 1_000, &mut fx).expect("a");
+    assert_eq!(q.next_deadline(), Some(31_000));
+    q.tick(30_999, &mut fx);
+    assert_eq!(q.counts().unacked, 1);
+    q.tick(31_000, &mut fx);
+    assert_eq!(q.counts().unacked, 0);
+    assert!(!q.ack(d.lease.expect("lease"), 31_001, &mut fx), "an expired lease can't be acked");
+    let again = q.get(false, Some(40_000), 31_001, &mut fx).expect("redelivered");
+    assert!(again.redelivered);
+    assert_eq!(again.first_delivered_at, 1_000);
+    // Moving the deadline to now returns it at once (SQS visibility 0).
+    assert!(q.set_lease_deadline(again.lease.expect("lease"), Some(31_002), 31_002, &mut fx));
+    assert_eq!(q.counts().ready, 1);
+}
+
+#[test]
+fn delayed_messages_become_ready_at_their_time() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.publish(msg("later"), PublishOptions { delay: Some(500), ..PublishOptions::default() }, 0, &mut fx);
+    publish(&mut q, "now", 0, &mut fx);
+    assert_eq!(q.counts().delayed, 1);
+    assert_eq!(body(&q.get(true, None, 0, &mut fx).expect("now")), "now");
+    assert!(q.get(true, None, 499, &mut fx).is_none());
+    assert_eq!(q.next_deadline(), Some(500));
+    q.tick(500, &mut fx);
+    assert_eq!(body(&q.get(true, None, 500, &mut fx).expect("later")), "later");
+}
+
+#[test]
+fn fifo_groups_block_while_leased() {
+    let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    let g = |name: &str| PublishOptions { group: Some(Arc::from(name)), ..PublishOptions::default() };
+    q.publish(msg("a1"), g("A"), 0, &mut fx);
+    q.publish(msg("a2"), g("A"), 0, &mut fx);
+    q.publish(msg("b1"), g("B"), 0, &mut fx);
+    let a1 = q.get(false, None, 0, &mut fx).expect("a1");
+    assert_eq!(body(&a1), "a1");
+    // Group A is blocked: the next receive skips a2 and gets b1.
+    assert_eq!(body(&q.get(false, None, 0, &mut fx).expect("b1")), "b1");
+    assert!(q.get(false, None, 0, &mut fx).is_none(), "a2 waits for a1");
+    q.ack(a1.lease.expect("lease"), 0, &mut fx);
+    assert_eq!(body(&q.get(false, None, 0, &mut fx).expect("a2")), "a2");
+}
+
+#[test]
+fn fifo_dedup_window_outlives_deletion() {
+    let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    let id = |s: &str| PublishOptions { dedup_id: Some(s.into()), ..PublishOptions::default() };
+    assert_eq!(q.publish(msg("x"), id("1"), 0, &mut fx), Enqueued::Accepted);
+    let d = q.get(false, None, 0, &mut fx).expect("x");
+    q.ack(d.lease.expect("lease"), 0, &mut fx);
+    assert_eq!(q.publish(msg("x"), id("1"), 299_999, &mut fx), Enqueued::Duplicate);
+    assert_eq!(q.counts().ready, 0);
+    assert_eq!(q.publish(msg("x"), id("1"), 300_000, &mut fx), Enqueued::Accepted);
+}
+
+#[test]
+fn single_active_consumer_delivers_to_the_first_only() {
+    let mut q = QueueState::new(QueueConfig { single_active_consumer: true, ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 0), 0, &mut fx);
+    q.add_consumer(consumer(2, 0), 0, &mut fx);
+    assert!(q.is_active_consumer(1) && !q.is_active_consumer(2));
+    publish(&mut q, "a", 0, &mut fx);
+    publish(&mut q, "b", 0, &mut fx);
+    assert!(delivered(&mut fx).iter().all(|d| d.0 == 1));
+    q.remove_consumer(1, 0, &mut fx);
+    publish(&mut q, "c", 0, &mut fx);
+    assert_eq!(delivered(&mut fx).iter().map(|d| d.0).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn unused_queue_expires() {
+    let mut q = QueueState::new(QueueConfig { expires: Some(1_000), ..QueueConfig::default() }, 0);
+    let mut fx = Vec::new();
+    assert_eq!(q.next_deadline(), Some(1_000));
+    q.touch(500);
+    q.tick(1_000, &mut fx);
+    assert!(fx.is_empty());
+    q.tick(1_500, &mut fx);
+    assert!(matches!(fx.as_slice(), [Effect::QueueExpired]));
+}
+
+#[test]
+fn last_consumer_leaving_signals_auto_delete_and_keeps_leases() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(consumer(1, 0), 0, &mut fx);
+    publish(&mut q, "a", 0, &mut fx);
+    let lease = delivered(&mut fx)[0].2.expect("lease");
+    q.remove_consumer(1, 0, &mut fx);
+    assert!(matches!(fx.as_slice(), [Effect::AutoDelete]));
+    // AMQP lets a channel ack after basic.cancel.
+    assert!(q.ack(lease, 0, &mut Vec::new()));
+}
+
+#[test]
+fn unwritten_deliveries_are_capped_until_written() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(ConsumerSpec { auto_ack: true, ..consumer(1, 0) }, 0, &mut fx);
+    for i in 0..(MAX_UNWRITTEN + 10) {
+        publish(&mut q, &i.to_string(), 0, &mut fx);
+    }
+    assert_eq!(delivered(&mut fx).len() as u32, MAX_UNWRITTEN);
+    assert_eq!(q.counts().ready, 10);
+    q.written(1, 5, 0, &mut fx);
+    assert_eq!(delivered(&mut fx).len(), 5);
+}
+
+#[test]
+fn shared_credit_limits_across_consumers() {
+    let pool = SharedCredit::new(2);
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(ConsumerSpec { shared_credit: Some(Arc::clone(&pool)), ..consumer(1, 0) }, 0, &mut fx);
+    q.add_consumer(ConsumerSpec { shared_credit: Some(Arc::clone(&pool)), ..consumer(2, 0) }, 0, &mut fx);
+    for i in 0..5 {
+        publish(&mut q, &i.to_string(), 0, &mut fx);
+    }
+    let got = delivered(&mut fx);
+    assert_eq!(got.len(), 2);
+    q.ack(got[0].2.expect("lease"), 0, &mut fx);
+    assert_eq!(delivered(&mut fx).len(), 1);
+}
+
+#[test]
+fn purge_removes_ready_but_not_leased() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    for b in ["a", "b", "c"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let d = q.get(false, None, 0, &mut fx).expect("a");
+    assert_eq!(q.purge(), 2);
+    assert!(q.requeue(d.lease.expect("lease"), 0, &mut fx));
+    assert_eq!(q.counts().ready, 1);
+}
