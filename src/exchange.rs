@@ -228,6 +228,14 @@ fn build_index(list: &[Binding], kind: ExchangeKind) -> Index {
     index
 }
 
+/// A value as RabbitMQ prints it in errors (Erlang term syntax for binaries).
+fn erlang_term(v: &FieldValue) -> String {
+    match v.as_str() {
+        Some(s) => format!("<<\"{s}\">>"),
+        None => crate::queue::config::render(v),
+    }
+}
+
 fn parse_x_match(args: &FieldTable) -> CoreResult<XMatch> {
     match args.get("x-match") {
         None => Ok(XMatch::All),
@@ -236,8 +244,14 @@ fn parse_x_match(args: &FieldTable) -> CoreResult<XMatch> {
             Some("any") => Ok(XMatch::Any),
             Some("all-with-x") => Ok(XMatch::AllWithX),
             Some("any-with-x") => Ok(XMatch::AnyWithX),
-            _ => Err(CoreError::precondition(format!(
-                "Invalid x-match field value {v:?}; expected all, any, all-with-x, or any-with-x"
+            Some(_) => Err(CoreError::precondition(format!(
+                "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
+                erlang_term(v)
+            ))),
+            None => Err(CoreError::precondition(format!(
+                "Invalid x-match field type {} (value {}); expected longstr",
+                crate::queue::config::type_name(v),
+                crate::queue::config::render(v)
             ))),
         },
     }

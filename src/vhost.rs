@@ -21,7 +21,7 @@ use crate::error::{CoreError, CoreResult, ErrorKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::memory::MemoryMonitor;
 use crate::message::{FieldTable, FieldValue, Message};
-use crate::queue::config::{QueueConfig, check_equivalent};
+use crate::queue::config::{QueueConfig, check_args_equivalent, check_equivalent};
 use crate::queue::state::{
     ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, SharedCredit,
 };
@@ -271,15 +271,7 @@ impl VHost {
         if ex.internal != spec.internal {
             return mismatch("internal", spec.internal.to_string(), ex.internal.to_string());
         }
-        let (a, b) = (ex.arguments.get("alternate-exchange"), spec.arguments.get("alternate-exchange"));
-        if a.and_then(FieldValue::as_str) != b.and_then(FieldValue::as_str) {
-            return mismatch(
-                "alternate-exchange",
-                b.and_then(FieldValue::as_str).unwrap_or("none").into(),
-                a.and_then(FieldValue::as_str).unwrap_or("none").into(),
-            );
-        }
-        Ok(())
+        check_args_equivalent(&ex.arguments, &spec.arguments, &["alternate-exchange"], "exchange", &ex.name, &self.name)
     }
 
     /// Delete an exchange and every binding to or from it. Deleting a missing exchange succeeds.
@@ -288,7 +280,7 @@ impl VHost {
             return Err(CoreError::access_refused(if name.is_empty() {
                 "operation not permitted on the default exchange".to_string()
             } else {
-                format!("exchange '{name}' in vhost '{}' is predeclared and cannot be deleted", self.name)
+                format!("deletion of system exchange '{name}' in vhost '{}' not allowed", self.name)
             }));
         }
         self.check(ctx, ResourceKind::Exchange, name, Access::Configure)?;
@@ -438,7 +430,7 @@ impl VHost {
             return Err(CoreError::precondition(format!("queue '{name}' in vhost '{}' in use", self.name)));
         }
         if if_empty && counts.ready + counts.unacked + counts.delayed > 0 {
-            return Err(CoreError::precondition(format!("queue '{name}' in vhost '{}' is not empty", self.name)));
+            return Err(CoreError::precondition(format!("queue '{name}' in vhost '{}' not empty", self.name)));
         }
         Ok(self.remove_queue(&q))
     }
@@ -493,7 +485,8 @@ impl VHost {
         Ok(())
     }
 
-    /// Remove a binding; removing a missing binding succeeds, as in RabbitMQ.
+    /// Remove a binding. As in RabbitMQ, removing a binding whose exchange, queue
+    /// or binding is missing succeeds, and exclusivity is not checked.
     pub fn unbind(
         &self,
         source: &str,
@@ -502,8 +495,17 @@ impl VHost {
         arguments: &FieldTable,
         ctx: &ClientContext,
     ) -> CoreResult<()> {
-        let ex = self.binding_endpoints(source, &destination, ctx)?;
-        if ex.unbind(&destination, key, arguments) {
+        if source.is_empty() || destination == Destination::Exchange(String::new()) {
+            return Err(CoreError::access_refused("operation not permitted on the default exchange"));
+        }
+        match &destination {
+            Destination::Queue(q) => self.check(ctx, ResourceKind::Queue, q, Access::Write)?,
+            Destination::Exchange(e) => self.check(ctx, ResourceKind::Exchange, e, Access::Write)?,
+        }
+        self.check(ctx, ResourceKind::Exchange, source, Access::Read)?;
+        if let Some(ex) = self.exchange(source)
+            && ex.unbind(&destination, key, arguments)
+        {
             self.maybe_auto_delete_exchange(&ex);
         }
         Ok(())
@@ -519,6 +521,7 @@ impl VHost {
         if source.is_empty() {
             return Err(default_refused());
         }
+        let ex = self.existing_exchange(source)?;
         match destination {
             Destination::Queue(q) => {
                 self.usable_queue(q, ctx)?;
@@ -532,7 +535,6 @@ impl VHost {
                 self.check(ctx, ResourceKind::Exchange, e, Access::Write)?;
             }
         }
-        let ex = self.existing_exchange(source)?;
         self.check(ctx, ResourceKind::Exchange, source, Access::Read)?;
         Ok(ex)
     }
@@ -565,8 +567,23 @@ impl VHost {
                 ctx.user.name
             )));
         }
+        if let Some(exp) = &message.properties.expiration
+            && let Err(why) = parse_expiration(exp)
+        {
+            return Err(CoreError::precondition(format!("invalid expiration '{exp}': {why}")));
+        }
         let mut keys = vec![message.routing_key.clone()];
         if let Some(h) = message.properties.headers.as_mut() {
+            for name in ["CC", "BCC"] {
+                if let Some(v) = h.get(name)
+                    && !matches!(v, FieldValue::Array(_))
+                {
+                    return Err(CoreError::precondition(format!(
+                        "invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
+                        crate::queue::config::type_name(v)
+                    )));
+                }
+            }
             for name in ["CC", "BCC"] {
                 if let Some(FieldValue::Array(extra)) = h.get(name) {
                     keys.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
@@ -749,7 +766,10 @@ impl VHost {
                         cfg.dead_letter_routing_key.as_deref(),
                         now_ms(),
                     );
-                    let keys = [dl.routing_key.clone()];
+                    let mut keys = vec![dl.routing_key.clone()];
+                    if let Some(FieldValue::Array(cc)) = dl.properties.header("CC") {
+                        keys.extend(cc.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                    }
                     let targets = self.route(&dlx, &keys, dl.properties.headers.as_ref());
                     dl.charge = Some(Arc::new(self.memory.charge(dl.memory_size() as u64)));
                     let dl = Arc::new(dl);
@@ -776,6 +796,24 @@ fn declared(q: &Queue) -> QueueDeclared {
         name: q.name().to_string(),
         message_count: c.ready.min(u32::MAX as u64) as u32,
         consumer_count: c.consumers,
+    }
+}
+
+/// Parse an AMQP `expiration` the way RabbitMQ does (Erlang `string:to_integer`),
+/// returning its error term on failure.
+fn parse_expiration(exp: &str) -> Result<u64, String> {
+    let digits_start = usize::from(exp.starts_with(['-', '+']));
+    let digits_end = exp[digits_start..].find(|c: char| !c.is_ascii_digit()).map_or(exp.len(), |i| i + digits_start);
+    if digits_end == digits_start {
+        return Err("no_integer".to_string());
+    }
+    if digits_end < exp.len() {
+        return Err(format!("{{leftover_string,\"{}\"}}", &exp[digits_end..]));
+    }
+    match exp.parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!("{{value_negative,{n}}}")),
+        Ok(n) => Ok(n as u64),
+        Err(_) => exp.parse::<u64>().map_err(|_| "no_integer".to_string()),
     }
 }
 

@@ -96,8 +96,9 @@ fn int_arg(args: &FieldTable, arg: &str, queue: &str, vhost: &str, min: i64) -> 
         None => Ok(None),
         Some(v) => match v.as_i64() {
             Some(n) if n >= min => Ok(Some(n as u64)),
+            Some(0) => Err(invalid_arg(arg, queue, vhost, "{value_zero,0}")),
             Some(n) => Err(invalid_arg(arg, queue, vhost, &format!("{{value_negative,{n}}}"))),
-            None => Err(invalid_arg(arg, queue, vhost, &format!("{{unacceptable_type,{}}}", type_name(v)))),
+            None => Err(invalid_arg(arg, queue, vhost, &format!("\"expected integer, got {}\"", type_name(v)))),
         },
     }
 }
@@ -201,21 +202,38 @@ impl QueueConfig {
 /// Check a redeclaration's arguments against the existing queue's, as RabbitMQ does:
 /// only arguments that change behaviour must be equal.
 pub fn check_equivalent(existing: &FieldTable, requested: &FieldTable, queue: &str, vhost: &str) -> CoreResult<()> {
-    for arg in EQUIVALENCE_ARGS {
-        let (a, b) = (existing.get(*arg), requested.get(*arg));
-        if !loosely_equal(a, b) {
-            let recv = match b {
-                Some(v) => format!("the value '{}' of type '{}'", render(v), type_name(v)),
-                None => "none".to_string(),
-            };
-            let cur = match a {
-                Some(v) => format!("the value '{}' of type '{}'", render(v), type_name(v)),
-                None => "none".to_string(),
-            };
-            return Err(CoreError::precondition(format!(
-                "inequivalent arg '{arg}' for queue '{queue}' in vhost '{vhost}': received {recv} but current is {cur}"
-            )));
+    check_args_equivalent(existing, requested, EQUIVALENCE_ARGS, "queue", queue, vhost)
+}
+
+/// Compare the listed arguments of an existing object and a redeclaration, with
+/// RabbitMQ's `inequivalent arg` text: bare values when both sides have one,
+/// `the value 'v' of type 't'` / `none` when one side lacks it.
+pub fn check_args_equivalent(
+    existing: &FieldTable,
+    requested: &FieldTable,
+    args: &[&str],
+    what: &str,
+    name: &str,
+    vhost: &str,
+) -> CoreResult<()> {
+    for arg in args {
+        let (cur, got) = (existing.get(*arg), requested.get(*arg));
+        if loosely_equal(cur, got) {
+            continue;
         }
+        let detail = match (got, cur) {
+            (Some(g), Some(c)) => format!("received '{}' but current is '{}'", render(g), render(c)),
+            _ => {
+                let describe = |v: Option<&FieldValue>| match v {
+                    Some(v) => format!("the value '{}' of type '{}'", render(v), type_name(v)),
+                    None => "none".to_string(),
+                };
+                format!("received {} but current is {}", describe(got), describe(cur))
+            }
+        };
+        return Err(CoreError::precondition(format!(
+            "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': {detail}"
+        )));
     }
     Ok(())
 }

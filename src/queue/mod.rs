@@ -271,11 +271,9 @@ impl Queue {
 
     /// Advance time to now.
     pub fn tick(self: &Arc<Self>) -> Followups {
-        self.run(|i, now, fx| {
-            i.armed = None;
-            i.state.tick(now, fx)
-        })
-        .1
+        // `armed` is left alone: the timer task re-arms itself right after ticking, and
+        // clearing it here would make `run` wake the timer again at once.
+        self.run(|i, now, fx| i.state.tick(now, fx)).1
     }
 
     /// Mark deleted, tell every consumer, and stop the timer.

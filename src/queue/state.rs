@@ -624,6 +624,7 @@ impl QueueState {
         let Some(entry) = self.end_lease(lease) else { return false };
         self.return_entry(entry, now, fx);
         self.dispatch(now, fx);
+        self.enforce_limits(fx);
         true
     }
 
@@ -635,6 +636,7 @@ impl QueueState {
             }
         }
         self.dispatch(now, fx);
+        self.enforce_limits(fx);
     }
 
     fn return_entry(&mut self, mut entry: Entry, now: Millis, fx: &mut Vec<Effect>) {

@@ -292,6 +292,19 @@ impl Channel {
     fn queue_method(&mut self, m: queue::AMQPMethod, st: &mut ConnState) -> Result<(), AmqpError> {
         let ch = self.id;
         match m {
+            queue::AMQPMethod::Declare(d) if d.queue.as_str() == REPLY_TO => {
+                // The pseudo-queue always exists and always reports one consumer.
+                if !d.nowait {
+                    st.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: ss(REPLY_TO),
+                            message_count: 0,
+                            consumer_count: 1,
+                        })),
+                    );
+                }
+            }
             queue::AMQPMethod::Declare(d) => {
                 let ok = st.vhost.declare_queue(
                     QueueSpec {
@@ -565,6 +578,9 @@ impl Channel {
             if !c.no_ack {
                 return Err(AmqpError::channel(code::PRECONDITION_FAILED, "reply consumer cannot acknowledge"));
             }
+            if self.reply_queue.is_some() {
+                return Err(AmqpError::channel(code::PRECONDITION_FAILED, "reply consumer already set"));
+            }
             let q = st.vhost.declare_reply_queue(&st.ctx);
             self.reply_queue = Some(q.name().to_string());
             q.name().to_string()
@@ -597,6 +613,9 @@ impl Channel {
     /// connection before the cancel-ok, which it drains first.
     pub(crate) fn cancel_consumer(&mut self, tag: &str, st: &mut ConnState) {
         if let Some(entry) = self.consumers.remove(tag) {
+            if self.reply_queue.as_deref() == Some(entry.queue.name()) {
+                self.reply_queue = None;
+            }
             st.vhost.cancel(&entry.queue, entry.id);
             self.tags_by_id.remove(&entry.id);
             st.consumer_channels.remove(&entry.id);
