@@ -158,9 +158,7 @@ impl QueueConfig {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-            Some(other) => {
-                return Err(invalid_arg("x-overflow", queue, vhost, &format!("{{unknown_overflow_type,{other}}}")));
-            }
+            Some(_) => return Err(invalid_arg("x-overflow", queue, vhost, "invalid_overflow")),
         };
         cfg.dead_letter_exchange = str_arg(args, "x-dead-letter-exchange", queue, vhost)?.map(str::to_string);
         cfg.dead_letter_routing_key = str_arg(args, "x-dead-letter-routing-key", queue, vhost)?.map(str::to_string);
