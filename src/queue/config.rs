@@ -106,10 +106,12 @@ fn int_arg(args: &FieldTable, arg: &str, queue: &str, vhost: &str, min: i64) -> 
 fn str_arg<'a>(args: &'a FieldTable, arg: &str, queue: &str, vhost: &str) -> CoreResult<Option<&'a str>> {
     match args.get(arg) {
         None => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(Some)
-            .ok_or_else(|| invalid_arg(arg, queue, vhost, &format!("{{unacceptable_type,{}}}", type_name(v)))),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| {
+            CoreError::precondition(format!(
+                "invalid type '{}' for arg '{arg}' in queue '{queue}' in vhost '{vhost}'",
+                type_name(v)
+            ))
+        }),
     }
 }
 
@@ -150,7 +152,7 @@ impl QueueConfig {
         cfg.delivery_delay = int_arg(args, "x-delivery-delay", queue, vhost, 0)?.filter(|d| *d > 0);
         if let Some(p) = int_arg(args, "x-max-priority", queue, vhost, 0)? {
             if p > 255 {
-                return Err(invalid_arg("x-max-priority", queue, vhost, &format!("{{value_too_large,{p},255}}")));
+                return Err(invalid_arg("x-max-priority", queue, vhost, &format!("{{max_value_exceeded,{p}}}")));
             }
             cfg.max_priority = Some(p as u8);
         }
@@ -167,7 +169,7 @@ impl QueueConfig {
                 "x-dead-letter-routing-key",
                 queue,
                 vhost,
-                "Key x-dead-letter-exchange should also be set",
+                "routing_key_but_no_dlx_defined",
             ));
         }
         cfg.single_active_consumer = match args.get("x-single-active-consumer") {
@@ -186,7 +188,7 @@ impl QueueConfig {
             Some("quorum") => QueueType::Quorum,
             Some("stream") => QueueType::Stream,
             Some(other) => {
-                return Err(invalid_arg("x-queue-type", queue, vhost, &format!("unknown queue type '{other}'")));
+                return Err(invalid_arg("x-queue-type", queue, vhost, &format!("\"unsupported queue type '{other}'\"")));
             }
         };
         if cfg.queue_type == QueueType::Quorum && cfg.delivery_limit.is_none() {
