@@ -165,12 +165,7 @@ impl QueueConfig {
         cfg.dead_letter_exchange = str_arg(args, "x-dead-letter-exchange", queue, vhost)?.map(str::to_string);
         cfg.dead_letter_routing_key = str_arg(args, "x-dead-letter-routing-key", queue, vhost)?.map(str::to_string);
         if cfg.dead_letter_routing_key.is_some() && cfg.dead_letter_exchange.is_none() {
-            return Err(invalid_arg(
-                "x-dead-letter-routing-key",
-                queue,
-                vhost,
-                "routing_key_but_no_dlx_defined",
-            ));
+            return Err(invalid_arg("x-dead-letter-routing-key", queue, vhost, "routing_key_but_no_dlx_defined"));
         }
         cfg.single_active_consumer = match args.get("x-single-active-consumer") {
             None => false,
@@ -188,7 +183,12 @@ impl QueueConfig {
             Some("quorum") => QueueType::Quorum,
             Some("stream") => QueueType::Stream,
             Some(other) => {
-                return Err(invalid_arg("x-queue-type", queue, vhost, &format!("\"unsupported queue type '{other}'\"")));
+                return Err(invalid_arg(
+                    "x-queue-type",
+                    queue,
+                    vhost,
+                    &format!("\"unsupported queue type '{other}'\""),
+                ));
             }
         };
         if cfg.queue_type == QueueType::Quorum && cfg.delivery_limit.is_none() {

@@ -216,7 +216,10 @@ impl Channel {
                 let (c, m) = ids(&other);
                 Err(AmqpError::connection(
                     code::COMMAND_INVALID,
-                    format!("unexpected method {} on channel {ch}", crate::codec::method_name_by_id(c, m).unwrap_or("unknown")),
+                    format!(
+                        "unexpected method {} on channel {ch}",
+                        crate::codec::method_name_by_id(c, m).unwrap_or("unknown")
+                    ),
                 ))
             }
         }
@@ -517,7 +520,8 @@ impl Channel {
             c.next_seq += 1;
             s
         });
-        let returned = mandatory.then(|| (msg.exchange.clone(), msg.routing_key.clone(), msg.properties.clone(), msg.body.clone()));
+        let returned = mandatory
+            .then(|| (msg.exchange.clone(), msg.routing_key.clone(), msg.properties.clone(), msg.body.clone()));
         let outcome = st.vhost.publish(msg, &st.ctx)?;
         if let Some((exchange, routing_key, props, body)) = returned
             && !outcome.routed
@@ -539,7 +543,11 @@ impl Channel {
                 self.flush_confirms(st);
                 st.out.method(
                     self.id,
-                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: seq, multiple: false, requeue: false })),
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })),
                 );
             } else {
                 let contiguous = self.confirms.as_ref().and_then(|c| c.pending).filter(|(_, last)| last + 1 == seq);
@@ -663,10 +671,7 @@ impl Channel {
     fn get(&mut self, g: basic::Get, st: &mut ConnState) -> Result<(), AmqpError> {
         let q = self.queue_name(g.queue.as_str())?;
         match st.vhost.get(&q, g.no_ack, &st.ctx)? {
-            None => st.out.method(
-                self.id,
-                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-            ),
+            None => st.out.method(self.id, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Some((queue, d, left)) => {
                 let delivery_tag = self.next_tag;
                 self.next_tag += 1;
@@ -701,7 +706,11 @@ impl Channel {
 
     fn apply_settle(&mut self, tag: u64, multiple: bool, op: SettleOp, st: &mut ConnState) -> Result<(), AmqpError> {
         let tags: Vec<u64> = if multiple {
-            if tag == 0 { self.unacked.keys().copied().collect() } else { self.unacked.range(..=tag).map(|(t, _)| *t).collect() }
+            if tag == 0 {
+                self.unacked.keys().copied().collect()
+            } else {
+                self.unacked.range(..=tag).map(|(t, _)| *t).collect()
+            }
         } else if self.unacked.contains_key(&tag) {
             vec![tag]
         } else {

@@ -305,7 +305,8 @@ impl Conn {
                         self.phase = Phase::Done;
                     }
                     Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::Close(_)) } => {
-                        self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        self.out
+                            .method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                         self.phase = Phase::Done;
                     }
                     _ => {}
@@ -486,9 +487,8 @@ impl Conn {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
                 if self.channels.contains_key(&id) {
-                    return Err(
-                        AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen").on(class_id, method_id)
-                    );
+                    return Err(AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")
+                        .on(class_id, method_id));
                 }
                 if id > self.channel_max {
                     return Err(AmqpError::connection(

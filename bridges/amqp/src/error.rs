@@ -86,7 +86,13 @@ pub struct AmqpError {
 impl AmqpError {
     /// A channel-level error.
     pub fn channel(code: u16, detail: impl AsRef<str>) -> AmqpError {
-        AmqpError { hard: false, code, text: format!("{} - {}", code_name(code), detail.as_ref()), class_id: 0, method_id: 0 }
+        AmqpError {
+            hard: false,
+            code,
+            text: format!("{} - {}", code_name(code), detail.as_ref()),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     /// A connection-level error.

@@ -1,0 +1,173 @@
+//! The broker process's life: open the core, bind the listeners, announce them, serve until
+//! a signal, then shut down in order.
+//!
+//! Shutdown order (style guide §2.5): cancel the listeners' token (each bridge stops accepting
+//! and tells its clients, e.g. AMQP `connection.close 320`), wait for the listener tasks up to
+//! [`SHUTDOWN_GRACE`], then [`Broker::shutdown`] flushes storage. A second signal cuts the wait
+//! short but still flushes. A listener that ends on its own before any signal is fatal: the
+//! same orderly shutdown runs and the process exits non-zero.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use switchyard::Broker;
+use switchyard_amqp::serve as serve_amqp;
+use tokio::net::TcpListener;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::signal::Signals;
+
+/// How long listeners get, after the shutdown signal, to close their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Prefix of the one line printed on stdout once every listener is bound. The rest of the line
+/// is a JSON object from listener name to bound address, e.g.
+/// `switchyard ready {"amqp":"127.0.0.1:45678"}`.
+pub const READY_PREFIX: &str = "switchyard ready ";
+
+/// What a listener task returns: its name and how its `serve` ended.
+type ListenerExit = (&'static str, io::Result<()>);
+
+/// Every listener socket, bound before any is served so a failure to bind one leaves nothing
+/// half-started.
+struct Bound {
+    amqp: TcpListener,
+}
+
+/// Runs the broker until a shutdown signal (returns `Ok`) or a fatal error (returns `Err`).
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("installing SIGINT/SIGTERM handlers")?;
+
+    info!(data_dir = %cfg.broker.data_dir.display(), "opening broker");
+    let broker = Broker::open(cfg.broker.clone())
+        .await
+        .with_context(|| format!("opening the broker in {}", cfg.broker.data_dir.display()))?;
+
+    let bound = match bind_all(&cfg).await {
+        Ok(bound) => bound,
+        Err(err) => {
+            broker.shutdown().await;
+            return Err(err);
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let mut listeners: JoinSet<ListenerExit> = JoinSet::new();
+    let mut addrs: BTreeMap<&'static str, SocketAddr> = BTreeMap::new();
+
+    let amqp_addr = local_addr("amqp", &bound.amqp)?;
+    addrs.insert("amqp", amqp_addr);
+    info!(listener = "amqp", addr = %amqp_addr, "listening");
+    let serve = serve_amqp(bound.amqp, broker.handle(), cfg.amqp.clone(), shutdown.child_token());
+    listeners.spawn(async move { ("amqp", serve.await) });
+
+    announce_ready(&addrs)?;
+
+    let failure = tokio::select! {
+        signal = signals.recv() => {
+            info!(signal, "shutdown requested");
+            None
+        }
+        Some(joined) = listeners.join_next() => {
+            let err = unexpected_exit(joined);
+            error!("{err:#}; shutting down");
+            Some(err)
+        }
+    };
+
+    info!(grace = ?SHUTDOWN_GRACE, "stopping listeners and closing connections");
+    shutdown.cancel();
+    drain(&mut listeners, &mut signals).await;
+
+    info!("flushing storage");
+    broker.shutdown().await;
+    info!("stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Binds every configured listener.
+async fn bind_all(cfg: &ServerConfig) -> anyhow::Result<Bound> {
+    let amqp = TcpListener::bind(cfg.amqp.listen)
+        .await
+        .with_context(|| format!("binding the AMQP listener to {}", cfg.amqp.listen))?;
+    Ok(Bound { amqp })
+}
+
+/// The address a listener actually got (the port is chosen by the OS for port 0).
+fn local_addr(name: &str, listener: &TcpListener) -> anyhow::Result<SocketAddr> {
+    listener.local_addr().with_context(|| format!("reading the {name} listener's address"))
+}
+
+/// The ready line for `addrs`, without the newline.
+fn ready_line(addrs: &BTreeMap<&'static str, SocketAddr>) -> anyhow::Result<String> {
+    let json: BTreeMap<&str, String> = addrs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    Ok(format!("{READY_PREFIX}{}", serde_json::to_string(&json)?))
+}
+
+/// Prints the ready line on stdout and flushes it: supervisors and tests wait for it.
+fn announce_ready(addrs: &BTreeMap<&'static str, SocketAddr>) -> anyhow::Result<()> {
+    let line = ready_line(addrs)?;
+    let mut out = io::stdout().lock();
+    // Nobody reading stdout is not a reason to stop serving.
+    if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        warn!(error = %err, "could not print the ready line on stdout");
+    }
+    info!("ready");
+    Ok(())
+}
+
+/// Describes a listener task that ended before shutdown was asked for.
+fn unexpected_exit(joined: Result<ListenerExit, JoinError>) -> anyhow::Error {
+    match joined {
+        Ok((name, Ok(()))) => anyhow!("the {name} listener stopped unexpectedly"),
+        Ok((name, Err(err))) => anyhow::Error::new(err).context(format!("the {name} listener failed")),
+        Err(err) => anyhow!("a listener task failed: {err}"),
+    }
+}
+
+/// Waits for the listener tasks to finish, at most [`SHUTDOWN_GRACE`] or until another signal,
+/// then aborts whatever is left.
+async fn drain(listeners: &mut JoinSet<ListenerExit>, signals: &mut Signals) {
+    let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = listeners.join_next() => match joined {
+                None => break,
+                Some(Ok((name, Ok(())))) => info!(listener = name, "listener stopped"),
+                Some(Ok((name, Err(err)))) => {
+                    warn!(listener = name, error = %err, "listener stopped with an error");
+                }
+                Some(Err(err)) => warn!(error = %err, "listener task failed"),
+            },
+            () = &mut deadline => {
+                warn!(remaining = listeners.len(), "grace period over; abandoning open connections");
+                break;
+            }
+            signal = signals.recv() => {
+                warn!(signal, remaining = listeners.len(), "second signal; not waiting for connections");
+                break;
+            }
+        }
+    }
+    listeners.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_is_prefix_and_json_object() {
+        let mut addrs = BTreeMap::new();
+        addrs.insert("amqp", SocketAddr::from(([127, 0, 0, 1], 45678)));
+        let line = ready_line(&addrs).expect("formats");
+        assert_eq!(line, r#"switchyard ready {"amqp":"127.0.0.1:45678"}"#);
+    }
+}
