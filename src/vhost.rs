@@ -23,7 +23,7 @@ use crate::memory::MemoryMonitor;
 use crate::message::{FieldTable, FieldValue, Message};
 use crate::queue::config::{QueueConfig, check_args_equivalent, check_equivalent};
 use crate::queue::state::{
-    ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, SharedCredit,
+    ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, MessageFilter, PublishOptions, SharedCredit,
 };
 use crate::queue::{ConnectionId, ConsumerSink, Followups, Queue};
 use crate::time::now_ms;
@@ -97,6 +97,8 @@ pub struct ConsumeSpec {
     pub priority: i32,
     /// A credit pool shared with other consumers of the same client channel.
     pub shared_credit: Option<Arc<SharedCredit>>,
+    /// Deliver only messages this filter accepts (STOMP/JMS selectors).
+    pub filter: Option<Arc<dyn MessageFilter>>,
 }
 
 /// The result of a publish.
@@ -680,6 +682,7 @@ impl VHost {
             auto_ack: spec.auto_ack,
             priority: spec.priority,
             shared_credit: spec.shared_credit,
+            filter: spec.filter,
         };
         let fx = q.add_consumer(cs, spec.exclusive, sink);
         self.handle(&q, fx);

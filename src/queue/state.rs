@@ -154,6 +154,17 @@ impl SharedCredit {
     }
 }
 
+/// A per-consumer message filter (JMS/ActiveMQ selectors). A message a consumer's
+/// filter rejects stays in the queue for other consumers.
+pub trait MessageFilter: Send + Sync + std::fmt::Debug {
+    /// True if the consumer wants `message`.
+    fn matches(&self, message: &Message) -> bool;
+}
+
+/// How many ready messages one filtered dispatch pass looks at, so a consumer whose
+/// selector matches nothing can't make every publish scan the whole queue.
+const FILTER_SCAN_LIMIT: usize = 4096;
+
 /// How a consumer takes deliveries.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
@@ -167,6 +178,8 @@ pub struct ConsumerSpec {
     pub priority: i32,
     /// A pool shared with other consumers, checked in addition to `prefetch`.
     pub shared_credit: Option<Arc<SharedCredit>>,
+    /// Only messages this filter accepts are delivered to the consumer.
+    pub filter: Option<Arc<dyn MessageFilter>>,
 }
 
 /// Most deliveries handed to a consumer that its front-end has not yet written out.
@@ -426,8 +439,56 @@ impl QueueState {
             .find(|&i| self.consumers[i].spec.priority == best && self.consumers[i].can_take())
     }
 
+    /// Like `pick_consumer`, restricted to consumers whose filter accepts `message`.
+    fn pick_consumer_for(&self, message: &Message) -> Option<usize> {
+        let accepts = |c: &ConsumerSlot| c.can_take() && c.spec.filter.as_ref().is_none_or(|f| f.matches(message));
+        if self.config.single_active_consumer {
+            return self.consumers.first().filter(|c| accepts(c)).map(|_| 0);
+        }
+        let n = self.consumers.len();
+        let best = self.consumers.iter().filter(|c| accepts(c)).map(|c| c.spec.priority).max()?;
+        (0..n)
+            .map(|i| (self.cursor + i) % n)
+            .find(|&i| self.consumers[i].spec.priority == best && accepts(&self.consumers[i]))
+    }
+
+    /// Dispatch when some consumer has a filter: walk the ready messages in order and
+    /// give each to a consumer that wants it; messages nobody wants stay put.
+    fn dispatch_filtered(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let keys: Vec<ReadyKey> = self.ready.keys().take(FILTER_SCAN_LIMIT).copied().collect();
+        let mut taken_groups: Vec<Arc<str>> = Vec::new();
+        for key in keys {
+            if !self.consumers.iter().any(ConsumerSlot::can_take) {
+                return;
+            }
+            let Some(entry) = self.ready.get(&key) else { continue };
+            if self.config.fifo
+                && let Some(g) = &entry.group
+                && (self.leased_groups.contains_key(g) || taken_groups.contains(g))
+            {
+                continue;
+            }
+            let Some(idx) = self.pick_consumer_for(&entry.message) else {
+                if let Some(g) = entry.group.clone() {
+                    // A FIFO group's later messages must not overtake this one.
+                    taken_groups.push(g);
+                }
+                continue;
+            };
+            let Some(entry) = self.remove_ready(key) else { continue };
+            if entry.expires_at.is_some_and(|at| at < now) {
+                self.dead_letter(entry.message, DeathReason::Expired, fx);
+                continue;
+            }
+            self.hand_to(idx, entry, now, fx);
+        }
+    }
+
     /// Hand ready messages to consumers with credit.
     fn dispatch(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        if self.consumers.iter().any(|c| c.spec.filter.is_some()) {
+            return self.dispatch_filtered(now, fx);
+        }
         while !self.ready.is_empty() {
             let Some(idx) = self.pick_consumer() else { return };
             let Some(key) = self.next_deliverable() else { return };
@@ -438,21 +499,24 @@ impl QueueState {
                 self.dead_letter(entry.message, DeathReason::Expired, fx);
                 continue;
             }
-            self.cursor = (idx + 1) % self.consumers.len().max(1);
-            let (id, auto_ack) = {
-                let slot = &mut self.consumers[idx];
-                slot.unwritten += 1;
-                if !slot.spec.auto_ack {
-                    slot.unsettled += 1;
-                    if let Some(c) = &slot.spec.shared_credit {
-                        c.take();
-                    }
-                }
-                (slot.spec.id, slot.spec.auto_ack)
-            };
-            let delivery = self.deliver(entry, !auto_ack, Some(id), self.config.lease_timeout.map(|t| now + t), now);
-            fx.push(Effect::Deliver { consumer: id, delivery });
+            self.hand_to(idx, entry, now, fx);
         }
+    }
+
+    /// Deliver `entry` to the consumer at `idx`, charging its credit.
+    fn hand_to(&mut self, idx: usize, entry: Entry, now: Millis, fx: &mut Vec<Effect>) {
+        self.cursor = (idx + 1) % self.consumers.len().max(1);
+        let slot = &mut self.consumers[idx];
+        slot.unwritten += 1;
+        if !slot.spec.auto_ack {
+            slot.unsettled += 1;
+            if let Some(c) = &slot.spec.shared_credit {
+                c.take();
+            }
+        }
+        let (id, auto_ack) = (slot.spec.id, slot.spec.auto_ack);
+        let delivery = self.deliver(entry, !auto_ack, Some(id), self.config.lease_timeout.map(|t| now + t), now);
+        fx.push(Effect::Deliver { consumer: id, delivery });
     }
 
     /// Turn an entry into a delivery, leasing it when it must be settled.

@@ -22,7 +22,7 @@ fn body(d: &Delivery) -> &str {
 }
 
 fn consumer(id: ConsumerId, prefetch: u32) -> ConsumerSpec {
-    ConsumerSpec { id, prefetch, auto_ack: false, priority: 0, shared_credit: None }
+    ConsumerSpec { id, prefetch, auto_ack: false, priority: 0, shared_credit: None, filter: None }
 }
 
 /// Deliveries in `fx`, as (consumer, body, lease).
@@ -445,4 +445,29 @@ fn purge_removes_ready_but_not_leased() {
     assert_eq!(q.purge(), 2);
     assert!(q.requeue(d.lease.expect("lease"), 0, &mut fx));
     assert_eq!(q.counts().ready, 1);
+}
+
+#[derive(Debug)]
+struct BodyStartsWith(&'static str);
+
+impl MessageFilter for BodyStartsWith {
+    fn matches(&self, message: &Message) -> bool {
+        message.body.starts_with(self.0.as_bytes())
+    }
+}
+
+#[test]
+fn filtered_consumers_get_only_matching_messages_and_the_rest_stay() {
+    let mut q = QueueState::new(QueueConfig::default(), 0);
+    let mut fx = Vec::new();
+    q.add_consumer(ConsumerSpec { filter: Some(Arc::new(BodyStartsWith("red"))), ..consumer(1, 0) }, 0, &mut fx);
+    for b in ["red-1", "blue-1", "red-2", "blue-2"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let got: Vec<_> = delivered(&mut fx).into_iter().map(|d| d.1).collect();
+    assert_eq!(got, ["red-1", "red-2"]);
+    assert_eq!(q.counts().ready, 2, "unmatched messages wait for another consumer");
+    q.add_consumer(ConsumerSpec { filter: Some(Arc::new(BodyStartsWith("blue"))), ..consumer(2, 0) }, 0, &mut fx);
+    let got: Vec<_> = delivered(&mut fx).into_iter().map(|d| (d.0, d.1)).collect();
+    assert_eq!(got, [(2, "blue-1".to_string()), (2, "blue-2".to_string())]);
 }

@@ -601,6 +601,7 @@ impl Channel {
             exclusive: c.exclusive,
             priority,
             shared_credit: Some(Arc::clone(&self.shared)),
+            filter: None,
         };
         // Deliveries reach the connection through its event channel and are encoded
         // only after this frame is handled, so consume-ok always precedes them.
