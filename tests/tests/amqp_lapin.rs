@@ -371,3 +371,62 @@ async fn sigterm_closes_clients_with_320_and_exits_cleanly() {
     }
     assert!(!conn.status().connected());
 }
+
+#[tokio::test]
+async fn memory_alarm_blocks_publishers_until_memory_falls() {
+    // 2 MB high watermark: a few hundred KB messages trip it.
+    let broker = Broker::start_with("[broker]\nmemory_high_watermark = 2000000\n", &[]);
+    let (pub_conn, pub_ch) = connect(&broker).await;
+    declare(&pub_ch, "hog", FieldTable::default()).await;
+    let body = vec![7u8; 100_000];
+    let publisher = {
+        let ch = pub_ch.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                ch.basic_publish("".into(), "hog".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                    .await
+                    .expect("publish");
+            }
+        })
+    };
+    let mut blocked = false;
+    for _ in 0..500 {
+        if pub_conn.status().blocked() {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(blocked, "connection.blocked never arrived");
+    // Drain the queue from another connection: memory falls, publishers are released.
+    let (_c2, ch2) = connect(&broker).await;
+    ch2.queue_purge("hog".into(), QueuePurgeOptions::default()).await.expect("purge");
+    let mut unblocked = false;
+    for _ in 0..500 {
+        if !pub_conn.status().blocked() {
+            unblocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(unblocked, "connection.unblocked never arrived");
+    tokio::time::timeout(Duration::from_secs(30), publisher).await.expect("publisher finished").expect("join");
+}
+
+#[tokio::test]
+async fn auto_delete_exclusive_and_server_named_queues() {
+    let broker = Broker::start();
+    let (c1, ch1) = connect(&broker).await;
+    let q = ch1
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("declare");
+    assert!(q.name().as_str().starts_with("amq.gen-"), "{}", q.name());
+    let name = q.name().as_str().to_string();
+    c1.close(200, "bye".into()).await.expect("close");
+    let (_c2, ch2) = connect(&broker).await;
+    let gone = ch2
+        .queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await;
+    assert!(gone.is_err(), "exclusive queue outlived its connection");
+}
