@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::auth::{User, Users};
-use crate::config::CoreConfig;
+use crate::config::{CoreConfig, SyncMode};
 use crate::error::{CoreError, CoreResult, OpenError};
 use crate::memory::{MemoryMonitor, physical_memory};
 use crate::queue::ConnectionId;
+use crate::store::{MessageLog, SyncPolicy};
+use crate::vhost::Persistence;
 use crate::vhost::VHost;
 
 #[derive(Debug)]
@@ -22,7 +24,11 @@ struct Shared {
     users: Users,
     memory: Arc<MemoryMonitor>,
     ids: Arc<AtomicU64>,
+    log: MessageLog,
 }
+
+/// Size at which the message log starts a new segment.
+const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 
 /// The running broker core. Dropping it without [`Broker::shutdown`] loses nothing
 /// durable, but skips the final flush.
@@ -49,13 +55,44 @@ impl Broker {
         };
         let memory = MemoryMonitor::new(high);
         let ids = Arc::new(AtomicU64::new(1));
+        let policy = match config.sync {
+            SyncMode::Always => SyncPolicy::Always,
+            SyncMode::Batch => SyncPolicy::Batch(std::time::Duration::from_millis(config.sync_batch_ms)),
+        };
+        let log_dir = config.data_dir.join("messages");
+        let (log, recovered) = MessageLog::open(&log_dir, policy, SEGMENT_SIZE)
+            .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
+        let persistence = Persistence { log: log.clone(), data_dir: config.data_dir.clone() };
         let mut vhosts = HashMap::new();
         let names = if config.vhosts.is_empty() { vec!["/".to_string()] } else { config.vhosts.clone() };
         for name in names {
-            vhosts.insert(name.clone(), VHost::new(&name, Arc::clone(&memory), Arc::clone(&ids)));
+            let vhost = VHost::new(&name, Arc::clone(&memory), Arc::clone(&ids), Some(persistence.clone()));
+            vhost.load_definitions().map_err(OpenError::Definitions)?;
+            vhosts.insert(name, vhost);
+        }
+        // Put recovered messages back, in log order, into the queues they belong to;
+        // messages of queues that no longer exist are dropped (and so forgotten).
+        let mut by_id = HashMap::new();
+        for v in vhosts.values() {
+            for q in v.queues() {
+                if q.store_id() != 0 {
+                    by_id.insert(q.store_id(), (Arc::clone(v), q));
+                }
+            }
+        }
+        let total = recovered.len();
+        let mut restored = 0usize;
+        for r in recovered {
+            if let Some((v, q)) = by_id.get(&r.queue_id) {
+                v.restore_message(q, r);
+                restored += 1;
+            }
+        }
+        if total > 0 {
+            tracing::info!(restored, dropped = total - restored, "messages recovered from the log");
         }
         tracing::info!(data_dir = %config.data_dir.display(), memory_high_watermark = high, "broker core open");
-        Ok(Broker { shared: Arc::new(Shared { config, vhosts: RwLock::new(vhosts), users, memory, ids }) })
+        Ok(Broker { shared: Arc::new(Shared { config, vhosts: RwLock::new(vhosts), users, memory, ids, log }) })
     }
 
     /// A handle for front-ends.
@@ -63,9 +100,11 @@ impl Broker {
         BrokerHandle { shared: Arc::clone(&self.shared) }
     }
 
-    /// Stop: flush and close storage. (Messages are in memory until the storage
-    /// engine lands; definitions are not yet persisted.)
+    /// Stop: fsync the message log and stop recording settlements, so tearing
+    /// down queues afterwards loses nothing.
     pub async fn shutdown(self) {
+        let log = self.shared.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
         tracing::info!("broker core stopped");
     }
 }
@@ -104,6 +143,11 @@ impl BrokerHandle {
     /// The configuration the broker was opened with.
     pub fn config(&self) -> &CoreConfig {
         &self.shared.config
+    }
+
+    /// The message log: front-ends watch [`MessageLog::synced`] to release confirms.
+    pub fn message_log(&self) -> &MessageLog {
+        &self.shared.log
     }
 
     /// A connection ended: drop its exclusive queues everywhere.

@@ -25,6 +25,23 @@ pub struct CoreConfig {
     pub memory_high_watermark: u64,
     /// Largest message body accepted from any front-end, in bytes.
     pub max_message_size: usize,
+    /// When persistent messages are fsynced before they are confirmed:
+    /// `always` (as soon as possible; concurrent publishers share one fsync) or
+    /// `batch` (at most `sync_batch_ms` after the first unsynced one, for more sharing).
+    pub sync: SyncMode,
+    /// The longest a confirm waits for its fsync under `sync = "batch"`, in milliseconds.
+    pub sync_batch_ms: u64,
+}
+
+/// The fsync policy for persistent messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Fsync as soon as the writer has something to sync (group commit).
+    #[default]
+    Always,
+    /// Fsync at most `sync_batch_ms` after the first unsynced write.
+    Batch,
 }
 
 impl Default for CoreConfig {
@@ -36,6 +53,8 @@ impl Default for CoreConfig {
             loopback_users: vec!["guest".to_string()],
             memory_high_watermark: 0,
             max_message_size: 128 * 1024 * 1024,
+            sync: SyncMode::Always,
+            sync_batch_ms: 10,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod exchange;
 pub mod memory;
 pub mod message;
 pub mod queue;
+pub mod store;
 pub mod time;
 pub mod topic;
 pub mod vhost;

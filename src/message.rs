@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::memory::MemoryCharge;
 
@@ -20,7 +21,7 @@ pub type FieldTable = BTreeMap<String, FieldValue>;
 
 /// One typed header value. The variants are AMQP 0-9-1's field types as
 /// RabbitMQ encodes them, so any table round-trips without loss.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FieldValue {
     /// `t`
     Bool(bool),

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 
 use crate::auth::{Access, ResourceKind, User};
@@ -26,6 +26,8 @@ use crate::queue::state::{
     ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, MessageFilter, PublishOptions, SharedCredit,
 };
 use crate::queue::{ConnectionId, ConsumerSink, Followups, Queue};
+use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
+use crate::store::{Lsn, MessageLog};
 use crate::time::now_ms;
 
 /// Who is asking: the connection (for exclusivity) and the user (for permissions).
@@ -108,6 +110,9 @@ pub struct PublishOutcome {
     pub routed: bool,
     /// At least one queue refused it (`reject-publish`): confirm with a nack.
     pub rejected: bool,
+    /// The message went to the message log; a confirm must wait until this LSN is
+    /// durable (see [`MessageLog::synced`]).
+    pub lsn: Option<Lsn>,
 }
 
 /// How a lease is settled.
@@ -130,6 +135,21 @@ pub struct VHost {
     memory: Arc<MemoryMonitor>,
     ids: Arc<AtomicU64>,
     this: Weak<VHost>,
+    /// Where persistent messages of durable queues go; `None` runs fully in memory.
+    log: Option<MessageLog>,
+    /// Where durable definitions go; `None` keeps them in memory only.
+    definitions: Option<DefinitionsFile>,
+    /// Serialises definition snapshots so an older one never overwrites a newer one.
+    save_lock: Mutex<()>,
+}
+
+/// Where a vhost keeps what must survive a restart.
+#[derive(Debug, Clone)]
+pub struct Persistence {
+    /// The shared message log.
+    pub log: MessageLog,
+    /// The broker's data directory.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The exchanges every vhost starts with, as in RabbitMQ.
@@ -146,8 +166,14 @@ const PREDECLARED: &[(&str, ExchangeKind)] = &[
 pub const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
 impl VHost {
-    /// A vhost with the predeclared exchanges.
-    pub fn new(name: &str, memory: Arc<MemoryMonitor>, ids: Arc<AtomicU64>) -> Arc<VHost> {
+    /// A vhost with the predeclared exchanges; with `persistence`, durable objects and
+    /// persistent messages survive restarts.
+    pub fn new(
+        name: &str,
+        memory: Arc<MemoryMonitor>,
+        ids: Arc<AtomicU64>,
+        persistence: Option<Persistence>,
+    ) -> Arc<VHost> {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, k)| {
@@ -161,6 +187,9 @@ impl VHost {
             memory,
             ids,
             this: this.clone(),
+            definitions: persistence.as_ref().map(|p| DefinitionsFile::for_vhost(&p.data_dir, name)),
+            log: persistence.map(|p| p.log),
+            save_lock: Mutex::new(()),
         })
     }
 
@@ -251,6 +280,10 @@ impl VHost {
         }
         let ex = Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments);
         map.insert(spec.name, Arc::new(ex));
+        drop(map);
+        if spec.durable {
+            self.persist_definitions();
+        }
         Ok(())
     }
 
@@ -296,6 +329,11 @@ impl VHost {
 
     fn remove_exchange(&self, name: &str) {
         let removed = self.exchanges.write().remove(name);
+        if let Some(ex) = &removed
+            && ex.durable
+        {
+            self.persist_definitions();
+        }
         if removed.is_some() {
             let dest = Destination::Exchange(name.to_string());
             for ex in self.exchanges() {
@@ -333,6 +371,8 @@ impl VHost {
             self.check(ctx, ResourceKind::Exchange, dlx, Access::Write)?;
         }
         let owner = spec.exclusive.then_some(ctx.connection);
+        let persistent = spec.durable && !spec.exclusive;
+        let store_id = if persistent { rand::random::<u64>().max(1) } else { 0 };
         let q = Queue::new(
             name.clone(),
             self.name.clone(),
@@ -341,6 +381,7 @@ impl VHost {
             spec.auto_delete,
             spec.arguments.clone(),
             config,
+            store_id,
         );
         {
             let mut map = self.queues.write();
@@ -352,6 +393,9 @@ impl VHost {
             map.insert(name, Arc::clone(&q));
         }
         self.spawn_timer(&q);
+        if persistent {
+            self.persist_definitions();
+        }
         Ok(declared(&q))
     }
 
@@ -396,6 +440,7 @@ impl VHost {
             true,
             FieldTable::new(),
             QueueConfig::default(),
+            0,
         );
         self.queues.write().insert(name, Arc::clone(&q));
         self.spawn_timer(&q);
@@ -453,7 +498,11 @@ impl VHost {
                 self.maybe_auto_delete_exchange(&ex);
             }
         }
-        q.mark_deleted()
+        let n = q.mark_deleted();
+        if q.store_id() != 0 {
+            self.persist_definitions();
+        }
+        n
     }
 
     /// Delete every exclusive queue of a closed connection.
@@ -483,7 +532,10 @@ impl VHost {
     ) -> CoreResult<()> {
         let ex = self.binding_endpoints(source, &destination, ctx)?;
         ex.validate_binding(&arguments)?;
-        ex.bind(Binding { destination, key: key.to_string(), arguments });
+        let durable = self.is_durable_binding(&ex, &destination);
+        if ex.bind(Binding { destination, key: key.to_string(), arguments }) && durable {
+            self.persist_definitions();
+        }
         Ok(())
     }
 
@@ -508,6 +560,9 @@ impl VHost {
         if let Some(ex) = self.exchange(source)
             && ex.unbind(&destination, key, arguments)
         {
+            if self.is_durable_binding(&ex, &destination) {
+                self.persist_definitions();
+            }
             self.maybe_auto_delete_exchange(&ex);
         }
         Ok(())
@@ -599,15 +654,44 @@ impl VHost {
         }
         message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
         let message = Arc::new(message);
-        let mut outcome = PublishOutcome { routed: true, rejected: false };
+        let mut outcome = PublishOutcome { routed: true, rejected: false, lsn: None };
+        let mut encoded = None;
         for q in targets {
-            let (enq, fx) = q.publish(Arc::clone(&message), opts.clone());
+            let (enq, fx, lsn) = self.enqueue(&q, &message, &mut encoded, opts.clone())?;
             if enq == Enqueued::Rejected {
                 outcome.rejected = true;
             }
+            outcome.lsn = outcome.lsn.max(lsn);
             self.handle(&q, fx);
         }
         Ok(outcome)
+    }
+
+    /// Put `message` into `q`, writing it to the message log first when the queue
+    /// is durable and the message persistent (encoded once per publish).
+    fn enqueue(
+        &self,
+        q: &Arc<Queue>,
+        message: &Arc<Message>,
+        encoded: &mut Option<Vec<u8>>,
+        opts: PublishOptions,
+    ) -> CoreResult<(Enqueued, Followups, Option<Lsn>)> {
+        let mut persisted = None;
+        let mut lsn = None;
+        if let Some(log) = &self.log
+            && q.store_id() != 0
+            && message.properties.is_persistent()
+        {
+            let bytes = encoded.get_or_insert_with(|| MessageLog::encode(message));
+            let (p, l) = log.append(q.store_id(), now_ms(), bytes).map_err(|e| {
+                tracing::error!(error = %e, "cannot persist a message");
+                CoreError::new(ErrorKind::ResourceLimit, "message store unavailable")
+            })?;
+            persisted = Some(p);
+            lsn = Some(l);
+        }
+        let (enq, fx) = q.publish(Arc::clone(message), opts, persisted);
+        Ok((enq, fx, lsn))
     }
 
     /// The queues a message reaches from `start`, following exchange-to-exchange
@@ -776,12 +860,15 @@ impl VHost {
                     let targets = self.route(&dlx, &keys, dl.properties.headers.as_ref());
                     dl.charge = Some(Arc::new(self.memory.charge(dl.memory_size() as u64)));
                     let dl = Arc::new(dl);
+                    let mut encoded = None;
                     for t in targets {
                         if is_cycle(&dl, t.name()) {
                             continue;
                         }
-                        let (_, more) = t.publish(Arc::clone(&dl), PublishOptions::default());
-                        work.extend(more.into_iter().map(|e| (Arc::clone(&t), e)));
+                        match self.enqueue(&t, &dl, &mut encoded, PublishOptions::default()) {
+                            Ok((_, more, _)) => work.extend(more.into_iter().map(|e| (Arc::clone(&t), e))),
+                            Err(e) => tracing::error!(queue = t.name(), error = %e.text, "dead letter lost"),
+                        }
                     }
                 }
                 Effect::QueueExpired | Effect::AutoDelete => {
@@ -790,6 +877,125 @@ impl VHost {
                 Effect::Deliver { .. } => {}
             }
         }
+    }
+}
+
+impl VHost {
+    /// True for a binding that must survive a restart: durable source, durable destination.
+    fn is_durable_binding(&self, source: &Exchange, destination: &Destination) -> bool {
+        source.durable
+            && match destination {
+                Destination::Queue(q) => self.queue(q).is_some_and(|q| q.store_id() != 0),
+                Destination::Exchange(e) => self.exchange(e).is_some_and(|e| e.durable),
+            }
+    }
+
+    /// Write the durable definitions if this vhost is persistent. A failure is logged:
+    /// the in-memory state is already changed and the next successful save includes it.
+    fn persist_definitions(&self) {
+        let Some(file) = &self.definitions else { return };
+        let _guard = self.save_lock.lock();
+        let defs = self.snapshot_definitions();
+        if let Err(e) = file.save(&defs) {
+            tracing::error!(vhost = %self.name, error = %e, "cannot save definitions");
+        }
+    }
+
+    /// The durable part of this vhost.
+    pub fn snapshot_definitions(&self) -> Definitions {
+        let predeclared = |n: &str| PREDECLARED.iter().any(|(p, _)| *p == n);
+        let exchanges = self.exchanges();
+        let mut defs = Definitions::default();
+        for ex in &exchanges {
+            if ex.durable && !predeclared(&ex.name) {
+                defs.exchanges.push(ExchangeDef {
+                    name: ex.name.clone(),
+                    kind: ex.kind.as_str().to_string(),
+                    auto_delete: ex.auto_delete,
+                    internal: ex.internal,
+                    arguments: ex.arguments.clone(),
+                });
+            }
+            for b in ex.bindings() {
+                if self.is_durable_binding(ex, &b.destination) {
+                    let (destination, to_exchange) = match b.destination {
+                        Destination::Queue(q) => (q, false),
+                        Destination::Exchange(e) => (e, true),
+                    };
+                    defs.bindings.push(BindingDef {
+                        source: ex.name.clone(),
+                        destination,
+                        to_exchange,
+                        key: b.key,
+                        arguments: b.arguments,
+                    });
+                }
+            }
+        }
+        for q in self.queues() {
+            if q.store_id() != 0 {
+                defs.queues.push(QueueDef {
+                    name: q.name().to_string(),
+                    store_id: q.store_id(),
+                    auto_delete: q.auto_delete(),
+                    arguments: q.arguments().clone(),
+                });
+            }
+        }
+        defs.exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        defs.queues.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
+    }
+
+    /// Recreate the stored definitions at start-up (before any client connects).
+    pub fn load_definitions(&self) -> Result<(), String> {
+        let Some(file) = &self.definitions else { return Ok(()) };
+        let defs = file.load()?;
+        for e in defs.exchanges {
+            let Some(kind) = ExchangeKind::parse(&e.kind) else {
+                tracing::warn!(exchange = %e.name, kind = %e.kind, "stored exchange has an unknown type; skipped");
+                continue;
+            };
+            let ex = Exchange::new(e.name.clone(), kind, true, e.auto_delete, e.internal, e.arguments);
+            self.exchanges.write().insert(e.name, Arc::new(ex));
+        }
+        for d in defs.queues {
+            let config = match QueueConfig::from_arguments(&d.arguments, &d.name, &self.name) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(queue = %d.name, error = %e.text, "stored queue has invalid arguments; skipped");
+                    continue;
+                }
+            };
+            let q = Queue::new(
+                d.name.clone(),
+                self.name.clone(),
+                true,
+                None,
+                d.auto_delete,
+                d.arguments,
+                config,
+                d.store_id,
+            );
+            self.queues.write().insert(d.name, Arc::clone(&q));
+            self.spawn_timer(&q);
+        }
+        for b in defs.bindings {
+            let Some(ex) = self.exchange(&b.source) else { continue };
+            let destination =
+                if b.to_exchange { Destination::Exchange(b.destination) } else { Destination::Queue(b.destination) };
+            ex.bind(Binding { destination, key: b.key, arguments: b.arguments });
+        }
+        Ok(())
+    }
+
+    /// Put a message recovered from the message log back into `queue`.
+    pub fn restore_message(&self, queue: &Arc<Queue>, recovered: crate::store::log::Recovered) {
+        let redelivered = recovered.delivered();
+        let mut message = recovered.message;
+        message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
+        let fx = queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at);
+        self.handle(queue, fx);
     }
 }
 

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use crate::message::{FieldTable, Message};
+use crate::store::Persisted;
 use crate::time::{Millis, now_ms};
 use config::QueueConfig;
 use state::{ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, QueueCounts, QueueState};
@@ -71,6 +72,7 @@ pub struct Queue {
     exclusive_owner: Option<ConnectionId>,
     auto_delete: bool,
     arguments: FieldTable,
+    store_id: u64,
     inner: Mutex<Inner>,
     timer: Notify,
     deleted: AtomicBool,
@@ -80,7 +82,8 @@ pub struct Queue {
 pub type Followups = Vec<Effect>;
 
 impl Queue {
-    /// A new queue.
+    /// A new queue. `store_id` is nonzero for durable queues (see [`Queue::store_id`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         vhost: String,
@@ -89,6 +92,7 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
         config: QueueConfig,
+        store_id: u64,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             name,
@@ -97,6 +101,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            store_id,
             inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
             timer: Notify::new(),
             deleted: AtomicBool::new(false),
@@ -182,9 +187,30 @@ impl Queue {
         (r, rest)
     }
 
-    /// Enqueue a message.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>, opts: PublishOptions) -> (Enqueued, Followups) {
-        self.run(|i, now, fx| i.state.publish(message, opts, now, fx))
+    /// Enqueue a message; `persisted` is its record in the message log, if it has one.
+    pub fn publish(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        opts: PublishOptions,
+        persisted: Option<Persisted>,
+    ) -> (Enqueued, Followups) {
+        self.run(|i, now, fx| i.state.publish(message, opts, persisted, now, fx))
+    }
+
+    /// Put back a message recovered from the message log.
+    pub fn restore(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        persisted: Persisted,
+        redelivered: bool,
+        enqueued_at: Millis,
+    ) -> Followups {
+        self.run(|i, now, fx| i.state.restore(message, persisted, redelivered, enqueued_at, now, fx)).1
+    }
+
+    /// The id this queue's messages carry in the message log (0 for transient queues).
+    pub fn store_id(&self) -> u64 {
+        self.store_id
     }
 
     /// Pull one message; `lease_deadline` overrides the queue's lease timeout.

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::message::Message;
 use crate::queue::config::{Overflow, QueueConfig};
+use crate::store::Persisted;
 use crate::time::Millis;
 
 /// Position of a message in publish order within one queue.
@@ -201,9 +202,11 @@ impl ConsumerSlot {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     message: Arc<Message>,
+    /// The message's place in the message log; dropping the entry forgets it there.
+    persisted: Option<Persisted>,
     seq: Seq,
     priority: u8,
     size: u64,
@@ -315,6 +318,7 @@ impl QueueState {
         &mut self,
         message: Arc<Message>,
         opts: PublishOptions,
+        persisted: Option<Persisted>,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Enqueued {
@@ -355,6 +359,7 @@ impl QueueState {
             redelivered: false,
             group: opts.group,
             message,
+            persisted,
         };
         self.next_seq += 1;
         match opts.delay.or(self.config.delivery_delay).filter(|d| *d > 0) {
@@ -369,6 +374,43 @@ impl QueueState {
             }
         }
         Enqueued::Accepted
+    }
+
+    /// Put back a message recovered from the message log at start-up, in log order.
+    /// Its TTL still counts from when it was first enqueued.
+    pub fn restore(
+        &mut self,
+        message: Arc<Message>,
+        persisted: Persisted,
+        redelivered: bool,
+        enqueued_at: Millis,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let priority = match self.config.max_priority {
+            Some(max) => message.properties.priority.unwrap_or(0).min(max),
+            None => 0,
+        };
+        let ttl = match (self.config.message_ttl, message.properties.ttl_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let entry = Entry {
+            seq: self.next_seq,
+            priority,
+            size: message.body.len() as u64,
+            enqueued_at,
+            expires_at: ttl.map(|t| enqueued_at.saturating_add(t)),
+            delivery_count: u32::from(redelivered),
+            first_delivered_at: None,
+            redelivered,
+            group: None,
+            message,
+            persisted: Some(persisted),
+        };
+        self.next_seq += 1;
+        self.insert_ready(entry);
+        self.expire(now, fx);
     }
 
     fn would_overflow(&self, size: u64) -> bool {
@@ -529,6 +571,9 @@ impl QueueState {
         now: Millis,
     ) -> Delivery {
         entry.delivery_count += 1;
+        if let Some(p) = entry.persisted.as_mut() {
+            p.mark_delivered();
+        }
         let first = *entry.first_delivered_at.get_or_insert(now);
         let mut delivery = Delivery {
             lease: None,

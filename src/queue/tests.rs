@@ -55,7 +55,7 @@ fn with_dlx(mut c: QueueConfig) -> QueueConfig {
 }
 
 fn publish(q: &mut QueueState, body: &str, now: u64, fx: &mut Vec<Effect>) -> Enqueued {
-    q.publish(msg(body), PublishOptions::default(), now, fx)
+    q.publish(msg(body), PublishOptions::default(), None, now, fx)
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn per_message_ttl_takes_the_smaller_of_both() {
     let mut q = QueueState::new(QueueConfig { message_ttl: Some(1000), ..QueueConfig::default() }, 0);
     let mut fx = Vec::new();
     let props = Properties { expiration: Some("10".into()), ..Properties::default() };
-    q.publish(msg_with("short", props), PublishOptions::default(), 0, &mut fx);
+    q.publish(msg_with("short", props), PublishOptions::default(), None, 0, &mut fx);
     publish(&mut q, "long", 0, &mut fx);
     q.tick(10, &mut fx);
     assert_eq!(q.counts().ready, 1);
@@ -227,7 +227,7 @@ fn priorities_order_delivery_and_cap_at_max() {
     let mut fx = Vec::new();
     for (b, p) in [("p0", 0u8), ("p9", 9), ("p3", 3), ("p5", 5), ("none", 0)] {
         let props = Properties { priority: Some(p), ..Properties::default() };
-        q.publish(msg_with(b, props), PublishOptions::default(), 0, &mut fx);
+        q.publish(msg_with(b, props), PublishOptions::default(), None, 0, &mut fx);
     }
     let order: Vec<String> = (0..5).map(|_| body(&q.get(true, None, 0, &mut fx).expect("m")).to_string()).collect();
     // p9 is capped to 5 and ties with p5 in publish order.
@@ -240,7 +240,7 @@ fn priorities_are_ignored_without_max_priority() {
     let mut fx = Vec::new();
     for (b, p) in [("low", 0u8), ("high", 9)] {
         let props = Properties { priority: Some(p), ..Properties::default() };
-        q.publish(msg_with(b, props), PublishOptions::default(), 0, &mut fx);
+        q.publish(msg_with(b, props), PublishOptions::default(), None, 0, &mut fx);
     }
     assert_eq!(body(&q.get(true, None, 0, &mut fx).expect("m")), "low");
 }
@@ -324,7 +324,7 @@ fn lease_timeout_returns_message_on_tick() {
 fn delayed_messages_become_ready_at_their_time() {
     let mut q = QueueState::new(QueueConfig::default(), 0);
     let mut fx = Vec::new();
-    q.publish(msg("later"), PublishOptions { delay: Some(500), ..PublishOptions::default() }, 0, &mut fx);
+    q.publish(msg("later"), PublishOptions { delay: Some(500), ..PublishOptions::default() }, None, 0, &mut fx);
     publish(&mut q, "now", 0, &mut fx);
     assert_eq!(q.counts().delayed, 1);
     assert_eq!(body(&q.get(true, None, 0, &mut fx).expect("now")), "now");
@@ -339,9 +339,9 @@ fn fifo_groups_block_while_leased() {
     let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
     let mut fx = Vec::new();
     let g = |name: &str| PublishOptions { group: Some(Arc::from(name)), ..PublishOptions::default() };
-    q.publish(msg("a1"), g("A"), 0, &mut fx);
-    q.publish(msg("a2"), g("A"), 0, &mut fx);
-    q.publish(msg("b1"), g("B"), 0, &mut fx);
+    q.publish(msg("a1"), g("A"), None, 0, &mut fx);
+    q.publish(msg("a2"), g("A"), None, 0, &mut fx);
+    q.publish(msg("b1"), g("B"), None, 0, &mut fx);
     let a1 = q.get(false, None, 0, &mut fx).expect("a1");
     assert_eq!(body(&a1), "a1");
     // Group A is blocked: the next receive skips a2 and gets b1.
@@ -356,12 +356,12 @@ fn fifo_dedup_window_outlives_deletion() {
     let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
     let mut fx = Vec::new();
     let id = |s: &str| PublishOptions { dedup_id: Some(s.into()), ..PublishOptions::default() };
-    assert_eq!(q.publish(msg("x"), id("1"), 0, &mut fx), Enqueued::Accepted);
+    assert_eq!(q.publish(msg("x"), id("1"), None, 0, &mut fx), Enqueued::Accepted);
     let d = q.get(false, None, 0, &mut fx).expect("x");
     q.ack(d.lease.expect("lease"), 0, &mut fx);
-    assert_eq!(q.publish(msg("x"), id("1"), 299_999, &mut fx), Enqueued::Duplicate);
+    assert_eq!(q.publish(msg("x"), id("1"), None, 299_999, &mut fx), Enqueued::Duplicate);
     assert_eq!(q.counts().ready, 0);
-    assert_eq!(q.publish(msg("x"), id("1"), 300_000, &mut fx), Enqueued::Accepted);
+    assert_eq!(q.publish(msg("x"), id("1"), None, 300_000, &mut fx), Enqueued::Accepted);
 }
 
 #[test]

@@ -382,10 +382,17 @@ async fn memory_alarm_blocks_publishers_until_memory_falls() {
     let publisher = {
         let ch = pub_ch.clone();
         tokio::spawn(async move {
-            for _ in 0..40 {
-                ch.basic_publish("".into(), "hog".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
-                    .await
-                    .expect("publish");
+            // 2.5 MB: trips the 2 MB alarm once; after the purge the rest fits below it.
+            for _ in 0..25 {
+                ch.basic_publish(
+                    "".into(),
+                    "hog".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish");
             }
         })
     };
@@ -426,7 +433,11 @@ async fn auto_delete_exclusive_and_server_named_queues() {
     c1.close(200, "bye".into()).await.expect("close");
     let (_c2, ch2) = connect(&broker).await;
     let gone = ch2
-        .queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await;
     assert!(gone.is_err(), "exclusive queue outlived its connection");
 }

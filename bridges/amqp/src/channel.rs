@@ -2,7 +2,7 @@
 //! modes, and the content being assembled for a `basic.publish`. Each method
 //! handler translates one AMQP method into calls on the core's `VHost`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, confirm, exchange, queue, tx};
@@ -12,6 +12,7 @@ use switchyard::exchange::Destination;
 use switchyard::message::{Message, Properties};
 use switchyard::queue::state::{ConsumerId, Delivery, LeaseId, SharedCredit};
 use switchyard::queue::{ConsumerSink, Queue};
+use switchyard::store::Lsn;
 use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, QueueSpec};
 use switchyard::{ClientContext, VHost};
 
@@ -34,6 +35,8 @@ pub(crate) struct ConnState {
     pub(crate) consumer_cancel_notify: bool,
     /// Deliveries encoded this turn, reported to their queues once written.
     pub(crate) written: Vec<(Arc<Queue>, ConsumerId)>,
+    /// The highest message-log LSN known durable; confirms wait for it.
+    pub(crate) synced: Lsn,
 }
 
 struct Pending {
@@ -70,6 +73,8 @@ struct TxState {
 #[derive(Default)]
 struct Confirms {
     next_seq: u64,
+    /// Acks waiting for their message to be durable: (publish seq, LSN), in seq order.
+    deferred: VecDeque<(u64, Lsn)>,
     /// A run of consecutive acks not yet sent, sent as one `multiple` ack.
     pending: Option<(u64, u64)>,
 }
@@ -91,6 +96,8 @@ pub(crate) struct Channel {
     tx: Option<TxState>,
     last_queue: Option<String>,
     reply_queue: Option<String>,
+    /// A tx.commit-ok waiting for its messages to be durable.
+    commit_ok_after: Option<Lsn>,
 }
 
 fn ss(s: &str) -> ShortString {
@@ -118,6 +125,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             reply_queue: None,
+            commit_ok_after: None,
         }
     }
 
@@ -193,7 +201,7 @@ impl Channel {
                     return Err(AmqpError::channel(code::PRECONDITION_FAILED, "cannot switch from tx to confirm mode"));
                 }
                 if self.confirms.is_none() {
-                    self.confirms = Some(Confirms { next_seq: 1, pending: None });
+                    self.confirms = Some(Confirms { next_seq: 1, ..Confirms::default() });
                 }
                 if !s.nowait {
                     st.out.method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
@@ -405,13 +413,18 @@ impl Channel {
                     return Err(AmqpError::channel(code::PRECONDITION_FAILED, "channel is not transactional"));
                 };
                 let TxState { publishes, settles } = std::mem::take(txs);
+                let mut lsn = None;
                 for (msg, mandatory) in publishes {
-                    self.route(msg, mandatory, st)?;
+                    lsn = lsn.max(self.route(msg, mandatory, st)?);
                 }
                 for (tag, multiple, op) in settles {
                     self.apply_settle(tag, multiple, op, st)?;
                 }
-                st.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                // commit-ok promises the messages are durable: wait for their fsync.
+                match lsn {
+                    Some(l) if l > st.synced => self.commit_ok_after = Some(l),
+                    _ => st.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
+                }
             }
             tx::AMQPMethod::Rollback(_) => {
                 let Some(txs) = self.tx.as_mut() else {
@@ -511,10 +524,11 @@ impl Channel {
             txs.publishes.push((msg, p.mandatory));
             return Ok(());
         }
-        self.route(msg, p.mandatory, st).map_err(|e| e.on(60, 40))
+        self.route(msg, p.mandatory, st).map(|_| ()).map_err(|e| e.on(60, 40))
     }
 
-    fn route(&mut self, msg: Message, mandatory: bool, st: &mut ConnState) -> Result<(), AmqpError> {
+    /// Publish and handle return/confirm; returns the LSN the message must reach to be durable.
+    fn route(&mut self, msg: Message, mandatory: bool, st: &mut ConnState) -> Result<Option<Lsn>, AmqpError> {
         let seq = self.confirms.as_mut().map(|c| {
             let s = c.next_seq;
             c.next_seq += 1;
@@ -549,17 +563,36 @@ impl Channel {
                         requeue: false,
                     })),
                 );
-            } else {
-                let contiguous = self.confirms.as_ref().and_then(|c| c.pending).filter(|(_, last)| last + 1 == seq);
-                if contiguous.is_none() {
-                    self.flush_confirms(st);
-                }
-                if let Some(c) = self.confirms.as_mut() {
-                    c.pending = Some((contiguous.map_or(seq, |(first, _)| first), seq));
-                }
+            } else if let Some(c) = self.confirms.as_mut() {
+                c.deferred.push_back((seq, outcome.lsn.unwrap_or(0)));
+                self.release_confirms(st);
             }
         }
-        Ok(())
+        Ok(outcome.lsn)
+    }
+
+    /// Move acks whose messages are now durable (LSN <= `st.synced`) into the coalesced
+    /// run that [`Channel::flush_confirms`] sends; send a deferred commit-ok likewise.
+    pub(crate) fn release_confirms(&mut self, st: &mut ConnState) {
+        if self.commit_ok_after.is_some_and(|l| l <= st.synced) {
+            self.commit_ok_after = None;
+            st.out.method(self.id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        }
+        loop {
+            let Some(c) = self.confirms.as_mut() else { return };
+            let Some(&(seq, lsn)) = c.deferred.front() else { return };
+            if lsn > st.synced {
+                return;
+            }
+            c.deferred.pop_front();
+            let contiguous = c.pending.filter(|(_, last)| last + 1 == seq);
+            if contiguous.is_none() {
+                self.flush_confirms(st);
+            }
+            if let Some(c) = self.confirms.as_mut() {
+                c.pending = Some((contiguous.map_or(seq, |(first, _)| first), seq));
+            }
+        }
     }
 
     /// Send the coalesced publisher-confirm acks (called once per loop turn).

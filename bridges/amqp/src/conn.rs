@@ -139,6 +139,7 @@ impl Conn {
     {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut blocked = self.broker.memory().subscribe();
+        let mut synced = self.broker.message_log().synced();
         let handshake_deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout.max(1));
         let mut close_deadline: Option<Instant> = None;
         let mut last_read = Instant::now();
@@ -180,6 +181,12 @@ impl Conn {
                             Ok(ev) => self.handle_event(ev),
                             Err(_) => break,
                         }
+                    }
+                }
+                changed = synced.changed() => {
+                    if changed.is_ok() {
+                        let now_synced = *synced.borrow_and_update();
+                        self.release_confirms(now_synced);
                     }
                 }
                 changed = blocked.changed() => {
@@ -233,6 +240,7 @@ impl Conn {
                     let code = e.reply_code().unwrap_or(code::FRAME_ERROR);
                     let (class_id, method_id) = match &e {
                         DecodeError::UnknownMethod { class_id, method_id }
+                        | DecodeError::NotImplemented { class_id, method_id, .. }
                         | DecodeError::Syntax { class_id, method_id, .. } => (*class_id, *method_id),
                         _ => (0, 0),
                     };
@@ -432,6 +440,7 @@ impl Conn {
             max_message_size: self.broker.config().max_message_size,
             consumer_cancel_notify: self.consumer_cancel_notify,
             written: Vec::new(),
+            synced: *self.broker.message_log().synced().borrow(),
         });
         self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
         self.phase = Phase::Running;
@@ -636,6 +645,16 @@ impl Conn {
             st.vhost.written(&batch[i].0, batch[i].1, (j - i) as u32);
             i = j;
         }
+    }
+
+    fn release_confirms(&mut self, synced: switchyard::store::Lsn) {
+        let Some(st) = self.state.as_mut() else { return };
+        st.synced = synced;
+        for ch in self.channels.values_mut() {
+            ch.release_confirms(st);
+        }
+        self.out.buf.extend_from_slice(&st.out.buf);
+        st.out.buf.clear();
     }
 
     fn flush_confirms(&mut self) {

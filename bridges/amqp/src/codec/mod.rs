@@ -61,6 +61,8 @@ const FRAME_HEARTBEAT: u8 = 8;
 /// Type, channel and size.
 const FRAME_HEADER_LEN: usize = 7;
 const HEARTBEAT_FRAME: [u8; 8] = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END];
+/// At most this much is reserved ahead for a partly received frame.
+const RESERVE_AHEAD_MAX: usize = 128 * 1024;
 
 /// One AMQP 0-9-1 frame.
 // A content header is much larger than the other variants (BasicProperties
@@ -90,7 +92,9 @@ pub enum Frame {
         properties: BasicProperties,
     },
     /// A content body frame (type 3). The payload is split from the read
-    /// buffer, not copied.
+    /// buffer, not copied, so it shares (and keeps alive) that buffer's
+    /// allocation: a consumer that stores small bodies for long may want to
+    /// copy them out rather than pin a whole read chunk per message.
     Body {
         /// The channel.
         channel: u16,
@@ -162,6 +166,17 @@ pub enum DecodeError {
         /// What was wrong, for the close reason and logs.
         detail: String,
     },
+    /// A well-formed method asking for something this server does not implement
+    /// (basic.qos with a non-zero prefetch-size). The detail is the close text.
+    #[error("{detail}")]
+    NotImplemented {
+        /// The class-id.
+        class_id: u16,
+        /// The method-id.
+        method_id: u16,
+        /// RabbitMQ's text, without the code prefix.
+        detail: String,
+    },
     /// A content header frame that does not parse (too short, weight not 0,
     /// bad properties).
     #[error("malformed content header on channel {channel}: {detail}")]
@@ -194,7 +209,7 @@ impl DecodeError {
             | DecodeError::BadHeartbeat { .. }
             | DecodeError::BadContentHeader { .. } => Some(501),
             DecodeError::Syntax { .. } => Some(502),
-            DecodeError::UnknownMethod { .. } => Some(540),
+            DecodeError::UnknownMethod { .. } | DecodeError::NotImplemented { .. } => Some(540),
         }
     }
 }
@@ -242,9 +257,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32, expect_protocol_header: bool) 
     let payload_end = FRAME_HEADER_LEN + size as usize;
     let total = payload_end + 1;
     if buf.len() < total {
-        // The size is within frame_max, so reserving for it is safe and
-        // spares the reader a few reallocations on large frames.
-        buf.reserve(total - buf.len());
+        // Make room for the rest of the frame, bounded: 7 bytes announcing a
+        // large frame must not make us allocate it before it arrives.
+        buf.reserve((total - buf.len()).min(RESERVE_AHEAD_MAX));
         return Ok(None);
     }
     let found = buf[payload_end];
@@ -297,6 +312,19 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, DecodeError> {
     let syntax = |detail: String| DecodeError::Syntax { class_id, method_id, detail };
     if method_name_by_id(class_id, method_id).is_none() {
         return Err(DecodeError::UnknownMethod { class_id, method_id });
+    }
+    // basic.qos: amq-protocol drops prefetch-size, which RabbitMQ refuses unless it is 0.
+    if (class_id, method_id) == (60, 10)
+        && let [s0, s1, s2, s3, ..] = payload[4..]
+    {
+        let size = u32::from_be_bytes([s0, s1, s2, s3]);
+        if size != 0 {
+            return Err(DecodeError::NotImplemented {
+                class_id,
+                method_id,
+                detail: format!("prefetch_size!=0 ({size})"),
+            });
+        }
     }
     if nesting::method_too_deep(class_id, method_id, &payload[4..], MAX_TABLE_DEPTH) {
         return Err(syntax(format!("field table nested deeper than {MAX_TABLE_DEPTH} levels")));
@@ -650,6 +678,14 @@ mod tests {
         let err = decode(&mut buf, 0, false).expect_err("capped");
         assert_eq!(err, DecodeError::FrameTooLarge { size: u32::MAX, max: FRAME_MAX_CAP });
         assert_eq!(err.reply_code(), Some(501));
+    }
+
+    #[test]
+    fn an_announced_frame_is_not_allocated_before_it_arrives() {
+        // 7 bytes announcing a 100 MiB body frame, with no frame_max.
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x06\x40\x00\x00"[..]);
+        assert_eq!(decode(&mut buf, 0, false), Ok(None));
+        assert!(buf.capacity() <= 2 * RESERVE_AHEAD_MAX, "{}", buf.capacity());
     }
 
     #[test]

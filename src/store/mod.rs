@@ -1,0 +1,9 @@
+//! Durable storage: the message log for persistent messages in durable queues
+//! ([`log`]), the on-disk message encoding ([`codec`]), and definitions
+//! (exchanges, durable queues, bindings) per vhost ([`definitions`]).
+
+pub mod codec;
+pub mod definitions;
+pub mod log;
+
+pub use log::{Lsn, MessageLog, Persisted, SyncPolicy};
