@@ -441,3 +441,57 @@ async fn auto_delete_exclusive_and_server_named_queues() {
         .await;
     assert!(gone.is_err(), "exclusive queue outlived its connection");
 }
+
+#[tokio::test]
+async fn configured_users_hashed_passwords_and_permissions() {
+    // `limited` may configure and read only `limited-*` queues and write everywhere.
+    // The hash is RabbitMQ's rabbit_password_hashing_sha256 of "secret" with salt 0x01020304.
+    let config = r#"
+[broker]
+loopback_users = []
+
+[[broker.users]]
+name = "admin"
+password = "adminpw"
+tags = ["administrator"]
+[broker.users.permissions."/"]
+configure = ".*"
+write = ".*"
+read = ".*"
+
+[[broker.users]]
+name = "limited"
+password_hash = "AQIDBDB9kM21iEUzN1lZ+6VReCsdNqS0sERdAQTcY6Xs3PMz"
+[broker.users.permissions."/"]
+configure = "^limited-"
+write = ".*"
+read = "^limited-"
+"#;
+    let broker = Broker::start_with(config, &[]);
+    let url = |u: &str, p: &str| broker.amqp_url_for(u, p, "/");
+    assert!(
+        Connection::connect(&url("guest", "guest"), ConnectionProperties::default()).await.is_err(),
+        "guest does not exist once users are configured"
+    );
+    assert!(Connection::connect(&url("limited", "wrong"), ConnectionProperties::default()).await.is_err());
+    let conn = Connection::connect(&url("limited", "secret"), ConnectionProperties::default()).await.expect("login");
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch, "limited-q", FieldTable::default()).await;
+    let err = ch
+        .queue_declare("other-q".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect_err("configure refused");
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED - configure access to queue 'other-q' in vhost '/' refused for user 'limited'"),
+        "{err}"
+    );
+    let admin = Connection::connect(&url("admin", "adminpw"), ConnectionProperties::default()).await.expect("admin");
+    let ach = admin.create_channel().await.expect("channel");
+    declare(&ach, "admin-q", FieldTable::default()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let err = ch
+        .basic_get("admin-q".into(), BasicGetOptions::default())
+        .await
+        .expect_err("read refused");
+    assert!(err.to_string().contains("read access to queue 'admin-q'"), "{err}");
+}
