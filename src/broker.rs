@@ -62,7 +62,11 @@ impl Broker {
         let log_dir = config.data_dir.join("messages");
         let (log, recovered) = MessageLog::open(&log_dir, policy, SEGMENT_SIZE)
             .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
-        let persistence = Persistence { log: log.clone(), data_dir: config.data_dir.clone() };
+        let persistence = Persistence {
+            log: log.clone(),
+            data_dir: config.data_dir.clone(),
+            queue_resident_bytes: config.queue_resident_bytes,
+        };
         let mut vhosts = HashMap::new();
         let names = if config.vhosts.is_empty() { vec!["/".to_string()] } else { config.vhosts.clone() };
         for name in names {

@@ -31,6 +31,9 @@ pub struct CoreConfig {
     pub sync: SyncMode,
     /// The longest a confirm waits for its fsync under `sync = "batch"`, in milliseconds.
     pub sync_batch_ms: u64,
+    /// Bytes of ready message bodies one queue keeps in memory; beyond that, new
+    /// messages are paged to the message log and only a small index stays in memory.
+    pub queue_resident_bytes: u64,
 }
 
 /// The fsync policy for persistent messages.
@@ -55,6 +58,7 @@ impl Default for CoreConfig {
             max_message_size: 128 * 1024 * 1024,
             sync: SyncMode::Always,
             sync_batch_ms: 10,
+            queue_resident_bytes: 8 * 1024 * 1024,
         }
     }
 }

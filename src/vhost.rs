@@ -141,6 +141,8 @@ pub struct VHost {
     definitions: Option<DefinitionsFile>,
     /// Serialises definition snapshots so an older one never overwrites a newer one.
     save_lock: Mutex<()>,
+    /// Per-queue resident body budget (see [`Persistence::queue_resident_bytes`]).
+    resident_budget: u64,
 }
 
 /// Where a vhost keeps what must survive a restart.
@@ -150,6 +152,8 @@ pub struct Persistence {
     pub log: MessageLog,
     /// The broker's data directory.
     pub data_dir: std::path::PathBuf,
+    /// Bytes of ready message bodies a queue keeps in memory before paging to the log.
+    pub queue_resident_bytes: u64,
 }
 
 /// The exchanges every vhost starts with, as in RabbitMQ.
@@ -188,6 +192,7 @@ impl VHost {
             ids,
             this: this.clone(),
             definitions: persistence.as_ref().map(|p| DefinitionsFile::for_vhost(&p.data_dir, name)),
+            resident_budget: persistence.as_ref().map_or(u64::MAX, |p| p.queue_resident_bytes),
             log: persistence.map(|p| p.log),
             save_lock: Mutex::new(()),
         })
@@ -372,7 +377,7 @@ impl VHost {
         }
         let owner = spec.exclusive.then_some(ctx.connection);
         let persistent = spec.durable && !spec.exclusive;
-        let store_id = if persistent { rand::random::<u64>().max(1) } else { 0 };
+        let store_id = if persistent { crate::store::log::new_store_id() } else { 0 };
         let q = Queue::new(
             name.clone(),
             self.name.clone(),
@@ -448,6 +453,9 @@ impl VHost {
     }
 
     fn spawn_timer(&self, q: &Arc<Queue>) {
+        if let Some(log) = &self.log {
+            q.enable_paging(log.clone(), Arc::clone(&self.memory), self.resident_budget);
+        }
         let queue = Arc::clone(q);
         let vhost = self.this.clone();
         tokio::spawn(async move {

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
+use crate::memory::MemoryMonitor;
 use crate::message::{FieldTable, Message};
-use crate::store::Persisted;
+use crate::store::{MessageLog, Persisted};
 use crate::time::{Millis, now_ms};
 use config::QueueConfig;
 use state::{ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, PublishOptions, QueueCounts, QueueState};
@@ -208,6 +209,13 @@ impl Queue {
         self.run(|i, now, fx| i.state.restore(message, persisted, redelivered, enqueued_at, now, fx)).1
     }
 
+    /// Let this queue keep only `resident_budget` bytes of ready bodies in memory,
+    /// paging the rest to `log`.
+    pub fn enable_paging(&self, log: MessageLog, memory: Arc<MemoryMonitor>, resident_budget: u64) {
+        let pager = LogPager { log, memory, queue_id: self.store_id };
+        self.inner.lock().state.enable_paging(Arc::new(pager), resident_budget);
+    }
+
     /// The id this queue's messages carry in the message log (0 for transient queues).
     pub fn store_id(&self) -> u64 {
         self.store_id
@@ -336,6 +344,27 @@ impl Queue {
             }
             None => notified.await,
         }
+    }
+}
+
+/// Pages bodies through the message log: transient messages get a copy that
+/// recovery ignores; persistent ones are read back from their durable record.
+#[derive(Debug)]
+struct LogPager {
+    log: MessageLog,
+    memory: Arc<MemoryMonitor>,
+    queue_id: u64,
+}
+
+impl state::Pager for LogPager {
+    fn page_out(&self, message: &Message, enqueued_at: Millis) -> Option<Persisted> {
+        self.log.append_transient(self.queue_id, enqueued_at, &MessageLog::encode(message)).ok()
+    }
+
+    fn page_in(&self, persisted: &Persisted) -> Option<Arc<Message>> {
+        let mut m = persisted.read().map_err(|e| tracing::error!(error = %e, "paging a message in failed")).ok()?;
+        m.charge = Some(Arc::new(self.memory.charge(m.memory_size() as u64)));
+        Some(Arc::new(m))
     }
 }
 

@@ -155,6 +155,26 @@ impl SharedCredit {
     }
 }
 
+/// Moves message bodies between memory and disk so a long queue keeps only a
+/// small index in memory. Implemented over the message log by the runtime; the
+/// state machine decides *when* (bodies beyond a queue's resident budget, taken
+/// from the tail) and stays free of I/O itself.
+pub trait Pager: Send + Sync + std::fmt::Debug {
+    /// Write a message that has no on-disk copy yet, returning its handle.
+    fn page_out(&self, message: &Message, enqueued_at: Millis) -> Option<Persisted>;
+    /// Read a paged-out message back.
+    fn page_in(&self, persisted: &Persisted) -> Option<Arc<Message>>;
+}
+
+/// Stands in for a body that is on disk only (see [`Pager`]); never delivered.
+fn paged_placeholder() -> Arc<Message> {
+    static PLACEHOLDER: std::sync::OnceLock<Arc<Message>> = std::sync::OnceLock::new();
+    Arc::clone(
+        PLACEHOLDER
+            .get_or_init(|| Arc::new(Message::new("", "", crate::message::Properties::default(), bytes::Bytes::new()))),
+    )
+}
+
 /// A per-consumer message filter (JMS/ActiveMQ selectors). A message a consumer's
 /// filter rejects stays in the queue for other consumers.
 pub trait MessageFilter: Send + Sync + std::fmt::Debug {
@@ -204,7 +224,10 @@ impl ConsumerSlot {
 
 #[derive(Debug)]
 struct Entry {
+    /// The message; [`paged_placeholder`] while `paged`.
     message: Arc<Message>,
+    /// The body is on disk only (see [`Pager`]).
+    paged: bool,
     /// The message's place in the message log; dropping the entry forgets it there.
     persisted: Option<Persisted>,
     seq: Seq,
@@ -267,6 +290,13 @@ pub struct QueueState {
     cursor: usize,
     had_consumer: bool,
     last_used: Millis,
+    pager: Option<Arc<dyn Pager>>,
+    /// Body bytes of ready messages kept in memory before new ones are paged out.
+    resident_budget: u64,
+    /// Body bytes of ready messages in memory.
+    resident_bytes: u64,
+    /// Ready messages whose bodies are on disk only.
+    paged: BTreeSet<ReadyKey>,
 }
 
 impl QueueState {
@@ -289,7 +319,22 @@ impl QueueState {
             cursor: 0,
             had_consumer: false,
             last_used: now,
+            pager: None,
+            resident_budget: u64::MAX,
+            resident_bytes: 0,
+            paged: BTreeSet::new(),
         }
+    }
+
+    /// Page bodies beyond `resident_budget` bytes of ready messages out through `pager`.
+    pub fn enable_paging(&mut self, pager: Arc<dyn Pager>, resident_budget: u64) {
+        self.pager = Some(pager);
+        self.resident_budget = resident_budget.max(1);
+    }
+
+    /// Ready messages whose bodies are on disk only.
+    pub fn paged_count(&self) -> usize {
+        self.paged.len()
     }
 
     /// The queue's configuration.
@@ -359,6 +404,7 @@ impl QueueState {
             redelivered: false,
             group: opts.group,
             message,
+            paged: false,
             persisted,
         };
         self.next_seq += 1;
@@ -406,6 +452,7 @@ impl QueueState {
             redelivered,
             group: None,
             message,
+            paged: false,
             persisted: Some(persisted),
         };
         self.next_seq += 1;
@@ -426,33 +473,145 @@ impl QueueState {
                 return;
             }
             let Some(key) = self.ready.keys().next().copied() else { return };
-            if let Some(entry) = self.remove_ready(key) {
-                self.dead_letter(entry.message, DeathReason::MaxLen, fx);
+            if let Some(entry) = self.take_ready(key) {
+                self.dead_letter_entry(entry, DeathReason::MaxLen, fx);
             }
         }
     }
 
-    fn insert_ready(&mut self, entry: Entry) {
+    fn insert_ready(&mut self, mut entry: Entry) {
         let key = entry.key();
         if let Some(at) = entry.expires_at {
             self.expiry.insert((at, key));
         }
         self.ready_bytes += entry.size;
+        // Over budget, a message joining at the tail goes to disk; one going back near
+        // the head (requeue, high priority) stays, so the resident set is the head.
+        let at_tail = self.ready.last_key_value().is_none_or(|(last, _)| *last < key);
+        if self.resident_bytes + entry.size > self.resident_budget
+            && at_tail
+            && !entry.paged
+            && let Some(pager) = &self.pager
+        {
+            if entry.persisted.is_none() {
+                entry.persisted = pager.page_out(&entry.message, entry.enqueued_at);
+            }
+            if entry.persisted.is_some() {
+                entry.message = paged_placeholder();
+                entry.paged = true;
+            }
+        }
+        if entry.paged {
+            self.paged.insert(key);
+        } else {
+            self.resident_bytes += entry.size;
+        }
         self.ready.insert(key, entry);
     }
 
-    fn remove_ready(&mut self, key: ReadyKey) -> Option<Entry> {
+    /// Take an entry out of `ready` without reading a paged body back.
+    fn take_ready(&mut self, key: ReadyKey) -> Option<Entry> {
         let entry = self.ready.remove(&key)?;
         if let Some(at) = entry.expires_at {
             self.expiry.remove(&(at, key));
         }
         self.ready_bytes -= entry.size;
+        if entry.paged {
+            self.paged.remove(&key);
+        } else {
+            self.resident_bytes -= entry.size;
+        }
+        self.refill();
         Some(entry)
+    }
+
+    /// Take an entry out of `ready` with its body in memory (for delivery).
+    fn remove_ready(&mut self, key: ReadyKey) -> Option<Entry> {
+        let entry = self.take_ready(key)?;
+        self.page_in(entry)
+    }
+
+    /// Bring a paged entry's body back; on an I/O failure the message is lost (logged).
+    fn page_in(&self, mut entry: Entry) -> Option<Entry> {
+        if !entry.paged {
+            return Some(entry);
+        }
+        let loaded = match (&self.pager, &entry.persisted) {
+            (Some(pager), Some(p)) => pager.page_in(p),
+            _ => None,
+        };
+        match loaded {
+            Some(m) => {
+                entry.message = m;
+                entry.paged = false;
+                Some(entry)
+            }
+            None => {
+                tracing::error!(seq = entry.seq, "a paged-out message could not be read back; it is lost");
+                None
+            }
+        }
+    }
+
+    /// Read bodies back from the head of the paged set while under half the budget,
+    /// so deliveries rarely wait for a read.
+    fn refill(&mut self) {
+        const MAX_PER_CALL: usize = 256;
+        if self.paged.is_empty() || self.resident_bytes >= self.resident_budget / 2 {
+            return;
+        }
+        for _ in 0..MAX_PER_CALL {
+            if self.resident_bytes >= self.resident_budget {
+                return;
+            }
+            let Some(key) = self.paged.pop_first() else { return };
+            let Some(entry) = self.ready.remove(&key) else { continue };
+            let size = entry.size;
+            match self.page_in(entry) {
+                Some(e) => {
+                    self.resident_bytes += size;
+                    self.ready.insert(key, e);
+                }
+                None => {
+                    self.ready_bytes -= size;
+                    if let Some((at, _)) = self.expiry.iter().find(|(_, k)| *k == key).copied() {
+                        self.expiry.remove(&(at, key));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make the ready entry at `key` resident (a filter needs its headers).
+    fn ensure_resident(&mut self, key: ReadyKey) {
+        if !self.paged.contains(&key) {
+            return;
+        }
+        if let Some(entry) = self.ready.remove(&key) {
+            self.paged.remove(&key);
+            let size = entry.size;
+            match self.page_in(entry) {
+                Some(e) => {
+                    self.resident_bytes += size;
+                    self.ready.insert(key, e);
+                }
+                None => self.ready_bytes -= size,
+            }
+        }
     }
 
     fn dead_letter(&self, message: Arc<Message>, reason: DeathReason, fx: &mut Vec<Effect>) {
         if self.config.dead_letter_exchange.is_some() {
             fx.push(Effect::DeadLetter { message, reason });
+        }
+    }
+
+    /// Dead-letter an entry that may be paged: its body is read back only if a DLX wants it.
+    fn dead_letter_entry(&self, entry: Entry, reason: DeathReason, fx: &mut Vec<Effect>) {
+        if self.config.dead_letter_exchange.is_some()
+            && let Some(e) = self.page_in(entry)
+        {
+            fx.push(Effect::DeadLetter { message: e.message, reason });
         }
     }
 
@@ -503,6 +662,7 @@ impl QueueState {
             if !self.consumers.iter().any(ConsumerSlot::can_take) {
                 return;
             }
+            self.ensure_resident(key);
             let Some(entry) = self.ready.get(&key) else { continue };
             if self.config.fifo
                 && let Some(g) = &entry.group
@@ -534,7 +694,7 @@ impl QueueState {
         while !self.ready.is_empty() {
             let Some(idx) = self.pick_consumer() else { return };
             let Some(key) = self.next_deliverable() else { return };
-            let Some(entry) = self.remove_ready(key) else { return };
+            let Some(entry) = self.remove_ready(key) else { continue };
             // `<`, not `<=`: a TTL-0 message may still go to a consumer waiting at the
             // instant it is published, as in RabbitMQ.
             if entry.expires_at.is_some_and(|at| at < now) {
@@ -800,7 +960,9 @@ impl QueueState {
         let n = self.ready.len() as u64;
         self.ready.clear();
         self.expiry.clear();
+        self.paged.clear();
         self.ready_bytes = 0;
+        self.resident_bytes = 0;
         n
     }
 
@@ -809,8 +971,8 @@ impl QueueState {
             if at > now {
                 break;
             }
-            if let Some(entry) = self.remove_ready(key) {
-                self.dead_letter(entry.message, DeathReason::Expired, fx);
+            if let Some(entry) = self.take_ready(key) {
+                self.dead_letter_entry(entry, DeathReason::Expired, fx);
             } else {
                 self.expiry.remove(&(at, key));
             }

@@ -61,11 +61,20 @@ const RECORD_HEADER: usize = 8;
 const MARK_LEN: usize = 13;
 const MARK_FORGET: u8 = 1;
 const MARK_DELIVERED: u8 = 2;
+/// Set in a record's queue id for copies written only to page a transient message
+/// out of memory; recovery ignores them.
+pub const TRANSIENT: u64 = 1 << 63;
+
+/// A fresh store id for a durable queue: random, nonzero, never with the [`TRANSIENT`] bit.
+pub fn new_store_id() -> u64 {
+    (rand::random::<u64>() & !TRANSIENT).max(1)
+}
 /// Refuse records larger than this on recovery (a corrupt length must not make us allocate GiBs).
 const MAX_RECORD: u32 = 512 * 1024 * 1024;
 
 enum Cmd {
-    Append { segment: u32, bytes: Vec<u8>, lsn: Lsn },
+    /// `durable: false` for paging copies, which need no fsync.
+    Append { segment: u32, bytes: Vec<u8>, lsn: Lsn, durable: bool },
     Mark { segment: u32, mark: [u8; MARK_LEN] },
     Delete(u32),
     Sync(mpsc::Sender<()>),
@@ -80,6 +89,9 @@ struct Head {
 }
 
 struct Shared {
+    dir: PathBuf,
+    /// Open segment files for reading paged-out messages back.
+    readers: Mutex<HashMap<u32, Arc<File>>>,
     head: Mutex<Head>,
     synced: watch::Sender<Lsn>,
     closing: AtomicBool,
@@ -127,6 +139,21 @@ impl std::fmt::Debug for Persisted {
 }
 
 impl Persisted {
+    /// Read the message back from disk (for a message paged out of memory).
+    pub fn read(&self) -> Result<Message, LogError> {
+        let payload = match self.log.read_record(self.at) {
+            Ok(p) => p,
+            // The writer may not have written it yet: wait for it once, then retry.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::NotFound => {
+                self.log.barrier();
+                self.log.readers.lock().remove(&self.at.segment);
+                self.log.read_record(self.at)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        decode_message(&payload[16..]).map_err(|e| LogError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+    }
+
     /// Record the first delivery (not fsynced: losing it only loses a redelivered flag).
     pub fn mark_delivered(&mut self) {
         if !self.delivered {
@@ -172,8 +199,47 @@ impl Shared {
         };
         if now_empty && at.segment != head.segment {
             head.live.remove(&at.segment);
+            self.readers.lock().remove(&at.segment);
             let _ = head.tx.send(Cmd::Delete(at.segment));
         }
+    }
+
+    /// Wait until the writer has written (not necessarily fsynced) everything sent so far.
+    fn barrier(&self) {
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let head = self.head.lock();
+            let _ = head.tx.send(Cmd::Sync(done_tx));
+        }
+        let _ = done_rx.recv_timeout(Duration::from_secs(30));
+    }
+
+    fn read_record(&self, at: StoreRef) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = {
+            let mut readers = self.readers.lock();
+            match readers.get(&at.segment) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let f = Arc::new(File::open(segment_path(&self.dir, at.segment, "log"))?);
+                    readers.insert(at.segment, Arc::clone(&f));
+                    f
+                }
+            }
+        };
+        let mut header = [0u8; RECORD_HEADER];
+        file.read_exact_at(&mut header, at.offset)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if !(16..=MAX_RECORD).contains(&len) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad record length"));
+        }
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, at.offset + RECORD_HEADER as u64)?;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if crc32c::crc32c(&payload) != crc {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "record checksum mismatch"));
+        }
+        Ok(payload)
     }
 }
 
@@ -221,6 +287,8 @@ impl MessageLog {
         let next_segment = numbers.last().map_or(0, |n| n + 1);
         let failed = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            readers: Mutex::new(HashMap::new()),
             head: Mutex::new(Head { tx, next_lsn: 1, segment: next_segment, offset: 0, live: HashMap::new() }),
             synced,
             closing: AtomicBool::new(false),
@@ -280,8 +348,15 @@ impl MessageLog {
         let lsn = head.next_lsn;
         head.next_lsn += 1;
         *head.live.entry(at.segment).or_insert(0) += 1;
-        head.tx.send(Cmd::Append { segment: at.segment, bytes, lsn }).map_err(|_| LogError::Failed)?;
+        let durable = queue_id & TRANSIENT == 0;
+        head.tx.send(Cmd::Append { segment: at.segment, bytes, lsn, durable }).map_err(|_| LogError::Failed)?;
         Ok((Persisted { log: Arc::clone(&self.shared), at, delivered: false }, lsn))
+    }
+
+    /// Write a transient message to the log only so it can leave memory; recovery
+    /// ignores such records.
+    pub fn append_transient(&self, queue_id: u64, enqueued_at: Millis, encoded: &[u8]) -> Result<Persisted, LogError> {
+        self.append(queue_id | TRANSIENT, enqueued_at, encoded).map(|(p, _)| p)
     }
 
     /// Encode a message for [`MessageLog::append`] (once per publish, shared by every queue).
@@ -379,7 +454,7 @@ fn recover_segment(dir: &Path, n: u32, is_last: bool, shared: &Arc<Shared>) -> R
         let valid = (|| {
             let header = buf.get(pos..pos + RECORD_HEADER)?;
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-            if len > MAX_RECORD || len < 16 {
+            if !(16..=MAX_RECORD).contains(&len) {
                 return None;
             }
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -408,11 +483,11 @@ fn recover_segment(dir: &Path, n: u32, is_last: bool, shared: &Arc<Shared>) -> R
         };
         let offset = pos as u64;
         pos += RECORD_HEADER + payload.len();
-        if forgotten.contains(&offset) {
-            continue;
-        }
         let mut id = [0u8; 8];
         id.copy_from_slice(&payload[..8]);
+        if forgotten.contains(&offset) || u64::from_le_bytes(id) & TRANSIENT != 0 {
+            continue;
+        }
         let mut at = [0u8; 8];
         at.copy_from_slice(&payload[8..16]);
         match decode_message(&payload[16..]) {
@@ -450,7 +525,7 @@ impl Writer<'_> {
         self.shared.failed.store(true, Ordering::Release);
     }
 
-    fn append(&mut self, segment: u32, bytes: &[u8], lsn: Lsn) {
+    fn append(&mut self, segment: u32, bytes: &[u8], lsn: Lsn, durable: bool) {
         if self.shared.failed.load(Ordering::Acquire) {
             return;
         }
@@ -476,8 +551,10 @@ impl Writer<'_> {
         {
             return self.fail("write", &e);
         }
-        let since = self.unsynced.map_or_else(Instant::now, |(_, t)| t);
-        self.unsynced = Some((lsn, since));
+        if durable {
+            let since = self.unsynced.map_or_else(Instant::now, |(_, t)| t);
+            self.unsynced = Some((lsn, since));
+        }
     }
 
     fn sync(&mut self) {
@@ -557,7 +634,7 @@ fn writer_loop(dir: &Path, rx: &mpsc::Receiver<Cmd>, shared: &Shared, policy: Sy
         let mut next = first;
         while let Some(cmd) = next {
             match cmd {
-                Cmd::Append { segment, bytes, lsn } => w.append(segment, &bytes, lsn),
+                Cmd::Append { segment, bytes, lsn, durable } => w.append(segment, &bytes, lsn, durable),
                 Cmd::Mark { segment, mark } => w.pending_marks.push((segment, mark)),
                 Cmd::Delete(segment) => w.pending_deletes.push(segment),
                 Cmd::Sync(reply) => replies.push(reply),
@@ -658,6 +735,23 @@ mod tests {
         assert!(!segment_path(dir.path(), 0, "log").exists(), "segment 0 should be gone");
         assert!(segment_path(dir.path(), 1, "log").exists());
         drop((second, third));
+    }
+
+    #[tokio::test]
+    async fn paged_messages_read_back_and_transient_copies_are_not_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (log, _) = open(dir.path()).await;
+            let (durable, _) = append(&log, 3, "durable");
+            let transient = log.append_transient(3, 1, &MessageLog::encode(&msg("transient"))).expect("append");
+            // Read back immediately: the writer may not have written it yet.
+            assert_eq!(transient.read().expect("read").body, Bytes::from("transient"));
+            assert_eq!(durable.read().expect("read").body, Bytes::from("durable"));
+            log.close();
+            drop((durable, transient));
+        }
+        let (_log, rec) = open(dir.path()).await;
+        assert_eq!(rec.iter().map(|r| r.message.body.clone()).collect::<Vec<_>>(), [Bytes::from("durable")]);
     }
 
     #[tokio::test]

@@ -482,16 +482,14 @@ read = "^limited-"
         .await
         .expect_err("configure refused");
     assert!(
-        err.to_string().contains("ACCESS_REFUSED - configure access to queue 'other-q' in vhost '/' refused for user 'limited'"),
+        err.to_string()
+            .contains("ACCESS_REFUSED - configure access to queue 'other-q' in vhost '/' refused for user 'limited'"),
         "{err}"
     );
     let admin = Connection::connect(&url("admin", "adminpw"), ConnectionProperties::default()).await.expect("admin");
     let ach = admin.create_channel().await.expect("channel");
     declare(&ach, "admin-q", FieldTable::default()).await;
     let ch = conn.create_channel().await.expect("channel");
-    let err = ch
-        .basic_get("admin-q".into(), BasicGetOptions::default())
-        .await
-        .expect_err("read refused");
+    let err = ch.basic_get("admin-q".into(), BasicGetOptions::default()).await.expect_err("read refused");
     assert!(err.to_string().contains("read access to queue 'admin-q'"), "{err}");
 }
