@@ -54,6 +54,7 @@ impl Broker {
             n => n,
         };
         let memory = MemoryMonitor::new(high);
+        crate::memory::watch_disk(&memory, config.data_dir.clone(), config.disk_free_limit);
         let ids = Arc::new(AtomicU64::new(1));
         let policy = match config.sync {
             SyncMode::Always => SyncPolicy::Always,

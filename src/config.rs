@@ -31,6 +31,9 @@ pub struct CoreConfig {
     pub sync: SyncMode,
     /// The longest a confirm waits for its fsync under `sync = "batch"`, in milliseconds.
     pub sync_batch_ms: u64,
+    /// Publishers are blocked while the data directory's filesystem has less free space
+    /// than this, in bytes (RabbitMQ's `disk_free_limit`, default 50 MB).
+    pub disk_free_limit: u64,
     /// Bytes of ready message bodies one queue keeps in memory; beyond that, new
     /// messages are paged to the message log and only a small index stays in memory.
     pub queue_resident_bytes: u64,
@@ -59,6 +62,7 @@ impl Default for CoreConfig {
             sync: SyncMode::Always,
             sync_batch_ms: 10,
             queue_resident_bytes: 8 * 1024 * 1024,
+            disk_free_limit: 50_000_000,
         }
     }
 }

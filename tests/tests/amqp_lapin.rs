@@ -493,3 +493,24 @@ read = "^limited-"
     let err = ch.basic_get("admin-q".into(), BasicGetOptions::default()).await.expect_err("read refused");
     assert!(err.to_string().contains("read access to queue 'admin-q'"), "{err}");
 }
+
+#[tokio::test]
+async fn disk_alarm_blocks_publishers() {
+    // A limit no disk can meet: the disk alarm is on from the start.
+    let broker = Broker::start_with("[broker]\ndisk_free_limit = 1000000000000000000\n", &[]);
+    let (conn, ch) = connect(&broker).await;
+    declare(&ch, "d", FieldTable::default()).await;
+    ch.basic_publish("".into(), "d".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .await
+        .expect("publish");
+    let mut blocked = false;
+    for _ in 0..500 {
+        if conn.status().blocked() {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(blocked, "a publishing connection is blocked while the disk alarm is on");
+    assert!(broker.logs().contains("disk alarm set"), "the log says why");
+}

@@ -217,6 +217,11 @@ impl Conn {
                 }
             }
             self.flush_confirms();
+            // An alarm already on when this connection first published still blocks it.
+            if self.published {
+                let on = *blocked.borrow();
+                self.on_alarm_change(on);
+            }
         }
     }
 
