@@ -74,8 +74,16 @@ const MAX_RECORD: u32 = 512 * 1024 * 1024;
 
 enum Cmd {
     /// `durable: false` for paging copies, which need no fsync.
-    Append { segment: u32, bytes: Vec<u8>, lsn: Lsn, durable: bool },
-    Mark { segment: u32, mark: [u8; MARK_LEN] },
+    Append {
+        segment: u32,
+        bytes: Vec<u8>,
+        lsn: Lsn,
+        durable: bool,
+    },
+    Mark {
+        segment: u32,
+        mark: [u8; MARK_LEN],
+    },
     Delete(u32),
     Sync(mpsc::Sender<()>),
 }
@@ -717,6 +725,37 @@ mod tests {
         assert_eq!(rec.len(), 2);
         // Corrupting the last record's body drops just that record.
         drop(rec);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_keeps_every_record_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut at = Vec::new();
+        {
+            let (log, _) = open(dir.path()).await;
+            let mut keep = Vec::new();
+            let mut last = 0;
+            for i in 0..10 {
+                let (p, lsn) = append(&log, 1, &format!("m{i}"));
+                at.push(p.at.offset);
+                keep.push(p);
+                last = lsn;
+            }
+            log.wait_synced(last).await.expect("synced");
+            log.close();
+            drop(keep);
+        }
+        // Flip a byte inside record 6's payload.
+        let seg = segment_path(dir.path(), 0, "log");
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let target = at[6] as usize + RECORD_HEADER + 20;
+        bytes[target] ^= 0xFF;
+        std::fs::write(&seg, &bytes).expect("write");
+        let (_log, rec) = open(dir.path()).await;
+        let bodies: Vec<_> = rec.iter().map(|r| r.message.body.clone()).collect();
+        assert_eq!(bodies, (0..6).map(|i| Bytes::from(format!("m{i}"))).collect::<Vec<_>>());
+        // The damaged tail was cut, so the file now ends at record 6.
+        assert_eq!(std::fs::metadata(&seg).expect("meta").len(), at[6]);
     }
 
     #[tokio::test]
