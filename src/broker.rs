@@ -61,7 +61,7 @@ impl Broker {
             SyncMode::Batch => SyncPolicy::Batch(std::time::Duration::from_millis(config.sync_batch_ms)),
         };
         let log_dir = config.data_dir.join("messages");
-        let (log, recovered) = MessageLog::open(&log_dir, policy, SEGMENT_SIZE)
+        let (log, recovery) = MessageLog::open_deferred(&log_dir, policy, SEGMENT_SIZE)
             .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
         let persistence = Persistence {
             log: log.clone(),
@@ -75,8 +75,9 @@ impl Broker {
             vhost.load_definitions().map_err(OpenError::Definitions)?;
             vhosts.insert(name, vhost);
         }
-        // Put recovered messages back, in log order, into the queues they belong to;
-        // messages of queues that no longer exist are dropped (and so forgotten).
+        // Put recovered messages back, in log order and one segment at a time, into the
+        // queues they belong to (queues page bodies out past their budget as they fill);
+        // messages of queues that no longer exist are dropped, and so forgotten.
         let mut by_id = HashMap::new();
         for v in vhosts.values() {
             for q in v.queues() {
@@ -85,16 +86,23 @@ impl Broker {
                 }
             }
         }
-        let total = recovered.len();
+        let started = std::time::Instant::now();
         let mut restored = 0usize;
-        for r in recovered {
-            if let Some((v, q)) = by_id.get(&r.queue_id) {
-                v.restore_message(q, r);
-                restored += 1;
-            }
-        }
+        let total = recovery
+            .run(|r| {
+                if let Some((v, q)) = by_id.get(&r.queue_id) {
+                    v.restore_message(q, r);
+                    restored += 1;
+                }
+            })
+            .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
         if total > 0 {
-            tracing::info!(restored, dropped = total - restored, "messages recovered from the log");
+            tracing::info!(
+                restored,
+                dropped = total - restored,
+                took_ms = started.elapsed().as_millis() as u64,
+                "messages recovered from the log"
+            );
         }
         tracing::info!(data_dir = %config.data_dir.display(), memory_high_watermark = high, "broker core open");
         Ok(Broker { shared: Arc::new(Shared { config, vhosts: RwLock::new(vhosts), users, memory, ids, log }) })

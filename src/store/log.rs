@@ -279,8 +279,23 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl MessageLog {
-    /// Open (creating) the log in `dir`, recover what it holds, and start the writer.
+    /// Open (creating) the log in `dir`, recover everything it holds into memory, and start
+    /// the writer. Convenient for tests; the broker uses [`MessageLog::open_deferred`] so
+    /// recovery streams one segment at a time.
     pub fn open(dir: &Path, policy: SyncPolicy, segment_size: u64) -> Result<(MessageLog, Vec<Recovered>), LogError> {
+        let (log, recovery) = MessageLog::open_deferred(dir, policy, segment_size)?;
+        let mut out = Vec::new();
+        recovery.run(|r| out.push(r))?;
+        Ok((log, out))
+    }
+
+    /// Open (creating) the log in `dir` and start the writer; new appends go to a fresh
+    /// segment. The returned [`Recovery`] then hands back what the old segments hold.
+    pub fn open_deferred(
+        dir: &Path,
+        policy: SyncPolicy,
+        segment_size: u64,
+    ) -> Result<(MessageLog, Recovery), LogError> {
         std::fs::create_dir_all(dir)?;
         let mut numbers: Vec<u32> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
@@ -303,26 +318,13 @@ impl MessageLog {
             failed: Arc::clone(&failed),
             segment_size: segment_size.max(4096),
         });
-        let mut recovered = Vec::new();
-        let last = numbers.last().copied();
-        for &n in &numbers {
-            let found = recover_segment(dir, n, Some(n) == last, &shared)?;
-            if found.is_empty() {
-                remove_segment(dir, n);
-            } else {
-                shared.head.lock().live.insert(n, found.len() as u64);
-            }
-            recovered.extend(found);
-        }
-        if !recovered.is_empty() {
-            tracing::info!(messages = recovered.len(), segments = numbers.len(), "message log recovered");
-        }
         let writer_dir = dir.to_path_buf();
         let writer_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("switchyard-log".into())
             .spawn(move || writer_loop(&writer_dir, &rx, &writer_shared, policy))?;
-        Ok((MessageLog { shared, writer: Arc::new(Mutex::new(Some(handle))) }, recovered))
+        let recovery = Recovery { dir: dir.to_path_buf(), segments: numbers, shared: Arc::clone(&shared) };
+        Ok((MessageLog { shared, writer: Arc::new(Mutex::new(Some(handle))) }, recovery))
     }
 
     /// Append `message` for queue `queue_id`; returns its handle and the LSN a
@@ -413,6 +415,37 @@ impl MessageLog {
         // The writer exits when every sender is gone; the handles in queues keep one
         // alive, so just detach: everything appended so far is on disk.
         drop(self.writer.lock().take());
+    }
+}
+
+/// The old segments of a log opened with [`MessageLog::open_deferred`], to be read back.
+pub struct Recovery {
+    dir: PathBuf,
+    segments: Vec<u32>,
+    shared: Arc<Shared>,
+}
+
+impl Recovery {
+    /// Read the segments in order and hand every live message to `each`, one segment at a
+    /// time, so memory holds at most one segment's messages (plus whatever `each` keeps).
+    /// Dropping a handed-out message forgets it. Returns how many messages were found.
+    pub fn run(self, mut each: impl FnMut(Recovered)) -> Result<usize, LogError> {
+        let last = self.segments.last().copied();
+        let mut total = 0;
+        for &n in &self.segments {
+            let found = recover_segment(&self.dir, n, Some(n) == last, &self.shared)?;
+            if found.is_empty() {
+                remove_segment(&self.dir, n);
+                continue;
+            }
+            self.shared.head.lock().live.insert(n, found.len() as u64);
+            total += found.len();
+            found.into_iter().for_each(&mut each);
+        }
+        if total > 0 {
+            tracing::info!(messages = total, segments = self.segments.len(), "message log recovered");
+        }
+        Ok(total)
     }
 }
 
