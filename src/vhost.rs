@@ -805,6 +805,22 @@ impl VHost {
         }))
     }
 
+    /// Pull up to `max` messages (SQS `ReceiveMessage`), each leased until `lease_deadline`
+    /// (or the queue's lease timeout when `None`). Returns the queue to settle through.
+    pub fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        lease_deadline: Option<crate::time::Millis>,
+        ctx: &ClientContext,
+    ) -> CoreResult<(Arc<Queue>, Vec<Delivery>)> {
+        let q = self.usable_queue(queue, ctx)?;
+        self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
+        let (ds, fx) = q.get_many(max, false, lease_deadline);
+        self.handle(&q, fx);
+        Ok((q, ds))
+    }
+
     /// Settle a lease. False if the lease is unknown (already settled, or the queue is gone).
     pub fn settle(&self, queue: &Arc<Queue>, lease: LeaseId, outcome: Outcome) -> bool {
         let (ok, fx) = match outcome {

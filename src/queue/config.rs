@@ -85,6 +85,7 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-queue-type",
     "x-lease-timeout",
     "x-delivery-delay",
+    "x-fifo",
 ];
 
 fn invalid_arg(arg: &str, queue: &str, vhost: &str, why: &str) -> CoreError {
@@ -176,6 +177,12 @@ impl QueueConfig {
                     vhost,
                     &format!("{{unacceptable_type,{}}}", type_name(v)),
                 )
+            })?,
+        };
+        cfg.fifo = match args.get("x-fifo") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                invalid_arg("x-fifo", queue, vhost, &format!("{{unacceptable_type,{}}}", type_name(v)))
             })?,
         };
         cfg.queue_type = match str_arg(args, "x-queue-type", queue, vhost)? {

@@ -76,6 +76,10 @@ pub struct Queue {
     store_id: u64,
     inner: Mutex<Inner>,
     timer: Notify,
+    /// Woken (all waiters) whenever an operation leaves ready messages in the queue: a
+    /// publish, a delay passing, a lease expiring or being returned. Long polls (SQS
+    /// `WaitTimeSeconds`) wait on it. Waiters register before looking, so none is missed.
+    available: Notify,
     deleted: AtomicBool,
 }
 
@@ -105,6 +109,7 @@ impl Queue {
             store_id,
             inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
             timer: Notify::new(),
+            available: Notify::new(),
             deleted: AtomicBool::new(false),
         })
     }
@@ -179,11 +184,18 @@ impl Queue {
                 }
             }
         }
+        let has_ready = inner.state.counts().ready > 0;
         let next = inner.state.next_deadline();
-        if next.is_some() && (inner.armed.is_none() || next < inner.armed) {
+        let rearm = next.is_some() && (inner.armed.is_none() || next < inner.armed);
+        if rearm {
             inner.armed = next;
-            drop(inner);
+        }
+        drop(inner);
+        if rearm {
             self.timer.notify_one();
+        }
+        if has_ready {
+            self.available.notify_waiters();
         }
         (r, rest)
     }
@@ -224,6 +236,33 @@ impl Queue {
     /// Pull one message; `lease_deadline` overrides the queue's lease timeout.
     pub fn get(self: &Arc<Self>, auto_ack: bool, lease_deadline: Option<Millis>) -> (Option<Delivery>, Followups) {
         self.run(|i, now, fx| i.state.get(auto_ack, lease_deadline, now, fx))
+    }
+
+    /// Pull up to `max` messages at once (SQS `ReceiveMessage`); `lease_deadline` overrides
+    /// the queue's lease timeout for all of them.
+    pub fn get_many(
+        self: &Arc<Self>,
+        max: usize,
+        auto_ack: bool,
+        lease_deadline: Option<Millis>,
+    ) -> (Vec<Delivery>, Followups) {
+        self.run(|i, now, fx| {
+            let mut out = Vec::new();
+            while out.len() < max {
+                match i.state.get(auto_ack, lease_deadline, now, fx) {
+                    Some(d) => out.push(d),
+                    None => break,
+                }
+            }
+            out
+        })
+    }
+
+    /// A future that completes the next time the queue has ready messages after an
+    /// operation (see the `available` field). Call [`tokio::sync::futures::Notified::enable`]
+    /// on it, then look, then await it, so a wake-up between looking and waiting is kept.
+    pub fn available(&self) -> tokio::sync::futures::Notified<'_> {
+        self.available.notified()
     }
 
     /// True if a consumer holds the queue exclusively, or `exclusive` is asked while others consume.
@@ -322,6 +361,7 @@ impl Queue {
         inner.state.purge();
         drop(inner);
         self.timer.notify_one();
+        self.available.notify_waiters();
         n
     }
 

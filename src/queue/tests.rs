@@ -515,3 +515,68 @@ fn long_queues_page_bodies_out_and_deliver_them_in_order() {
     assert_eq!(q.paged_count(), 0);
     log.close();
 }
+
+mod sqs_additions {
+    //! `x-fifo`, `Queue::get_many` and the `available` notification (SQS front-end).
+    use super::*;
+    use crate::message::{FieldTable, FieldValue};
+    use crate::queue::Queue;
+
+    fn queue(fifo: bool) -> Arc<Queue> {
+        let cfg = QueueConfig { fifo, dedup_window: 300_000, ..QueueConfig::default() };
+        Queue::new("q".into(), "/".into(), false, None, false, FieldTable::new(), cfg, 0)
+    }
+
+    #[test]
+    fn x_fifo_argument_sets_fifo_mode() {
+        let mut args = FieldTable::new();
+        args.insert("x-fifo".into(), FieldValue::Bool(true));
+        assert!(QueueConfig::from_arguments(&args, "q", "/").expect("valid").fifo);
+        assert!(!QueueConfig::from_arguments(&FieldTable::new(), "q", "/").expect("valid").fifo);
+        args.insert("x-fifo".into(), FieldValue::text("yes"));
+        assert!(QueueConfig::from_arguments(&args, "q", "/").is_err());
+    }
+
+    #[test]
+    fn get_many_takes_up_to_max_and_leases_each() {
+        let q = queue(false);
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b), PublishOptions::default(), None);
+        }
+        let (ds, _) = q.get_many(2, false, Some(u64::MAX));
+        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(ds.iter().all(|d| d.lease.is_some()));
+        let (ds, _) = q.get_many(10, false, None);
+        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["c"]);
+        assert!(q.get_many(10, false, None).0.is_empty());
+    }
+
+    #[test]
+    fn get_many_on_fifo_skips_a_group_while_leased() {
+        let q = queue(true);
+        for (b, g) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+            q.publish(msg(b), PublishOptions { group: Some(g.into()), ..Default::default() }, None);
+        }
+        let (ds, _) = q.get_many(10, false, Some(u64::MAX));
+        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["a1", "b1"]);
+    }
+
+    #[tokio::test]
+    async fn available_wakes_a_waiter_on_publish_and_on_requeue() {
+        let q = queue(false);
+        let waiter = q.available();
+        tokio::pin!(waiter);
+        waiter.as_mut().enable();
+        q.publish(msg("x"), PublishOptions::default(), None);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.expect("woken by publish");
+
+        let (ds, _) = q.get_many(1, false, Some(u64::MAX));
+        let lease = ds[0].lease.expect("leased");
+        let waiter = q.available();
+        tokio::pin!(waiter);
+        waiter.as_mut().enable();
+        // A visibility change to "now" returns the message and must wake the waiter.
+        q.set_lease_deadline(lease, Some(0));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.expect("woken by lease end");
+    }
+}

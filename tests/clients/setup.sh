@@ -4,6 +4,7 @@
 #   * Python: venv at ${SWITCHYARD_CLIENT_ENV:-<repo>/target/client-env}/py
 #             with tests/clients/python/requirements.txt installed.
 #   * Node:   `npm ci` in tests/clients/node (node_modules/ next to package.json).
+#   * mosquitto-clients (Debian) for the MQTT tests, when root and missing.
 #
 # Each half writes a stamp holding the hash of its lock input; when the stamp
 # matches, that half is skipped, so a second run takes well under a second.
@@ -65,6 +66,20 @@ setup_node() {
   echo "$want" >"$stamp"
 }
 
+# Debian's mosquitto-clients (mosquitto_pub/mosquitto_sub) for the MQTT tests: installed
+# when missing and running as root; otherwise those tests print a note and pass.
+setup_mosquitto() {
+  command -v mosquitto_pub >/dev/null && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing mosquitto-clients via apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto-clients >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto-clients >/dev/null; } ||
+      log "could not install mosquitto-clients; the mosquitto tests will be skipped"
+  else
+    log "mosquitto_pub not found and not root: the mosquitto tests will be skipped"
+  fi
+}
+
 # Serialise concurrent invocations (e.g. parallel test jobs) on one lock.
 mkdir -p "$env_dir"
 exec 9>"$env_dir/.setup.lock"
@@ -72,5 +87,6 @@ if command -v flock >/dev/null; then flock 9; fi
 
 [[ "${SWITCHYARD_CLIENT_SKIP_PY:-0}" == 1 ]] || setup_python
 [[ "${SWITCHYARD_CLIENT_SKIP_NODE:-0}" == 1 ]] || setup_node
+[[ "${SWITCHYARD_CLIENT_SKIP_MOSQUITTO:-0}" == 1 ]] || setup_mosquitto
 # Print the interpreter to use, for callers that want it.
 echo "$venv/bin/python3"

@@ -4,7 +4,7 @@
 //!
 //! A [`Broker`] gets its own temporary directory (config file, `data/`, working directory) and
 //! ephemeral ports: the binary is started with `--config <tmp>/switchyard.toml
-//! --data-dir <tmp>/data --amqp-listen 127.0.0.1:0`, and the harness learns the ports from the
+//! --data-dir <tmp>/data --amqp-listen 127.0.0.1:0 --stomp-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --aws-listen 127.0.0.1:0`, and the harness learns the ports from the
 //! one line the binary prints on stdout when it is ready:
 //!
 //! ```text
@@ -257,6 +257,10 @@ pub struct Broker {
     log: Arc<Mutex<Vec<String>>>,
     /// Address of the AMQP listener of the current run.
     pub amqp: SocketAddr,
+    /// Address of the STOMP listener of the current run.
+    pub stomp: SocketAddr,
+    /// Address of the MQTT listener of the current run.
+    pub mqtt: SocketAddr,
     /// Every listener of the current run, by name, as printed on the ready line.
     pub listeners: BTreeMap<String, SocketAddr>,
 }
@@ -289,6 +293,8 @@ impl Broker {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: Arc::new(Mutex::new(Vec::new())),
             amqp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stomp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: BTreeMap::new(),
         };
         broker.spawn()?;
@@ -303,7 +309,8 @@ impl Broker {
             .arg(self.config_path())
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--amqp-listen", "127.0.0.1:0"])
+            .args(["--amqp-listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args(["--aws-listen", "127.0.0.1:0"])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -373,6 +380,8 @@ impl Broker {
             Ok(listeners) => match listeners.get("amqp") {
                 Some(amqp) => {
                     self.amqp = *amqp;
+                    self.stomp = listeners.get("stomp").copied().unwrap_or(self.stomp);
+                    self.mqtt = listeners.get("mqtt").copied().unwrap_or(self.mqtt);
                     self.listeners = listeners;
                     self.running = Some(running);
                     Ok(())
@@ -543,7 +552,8 @@ pub fn python() -> PathBuf {
 }
 
 /// A command that runs `script` (a path relative to [`Client::dir`], e.g. `"basic_pubsub.py"`)
-/// against `broker`, with `AMQP_URL` set (and `AMQP_HOST`, `AMQP_PORT`), working directory the
+/// against `broker`, with `AMQP_URL` set (and `AMQP_HOST`, `AMQP_PORT`, `STOMP_HOST`, `STOMP_PORT`, and
+/// `MQTT_HOST`, `MQTT_PORT` when the ready line names an `mqtt` listener), working directory the
 /// script's folder. Panics if the interpreter or the script is missing.
 pub fn client_command(client: Client, script: &str, broker: &Broker) -> Command {
     let dir = client.dir();
@@ -572,7 +582,18 @@ pub fn client_command(client: Client, script: &str, broker: &Broker) -> Command 
         .env("AMQP_URL", broker.amqp_url())
         .env("AMQP_HOST", broker.amqp.ip().to_string())
         .env("AMQP_PORT", broker.amqp.port().to_string())
+        .env("STOMP_HOST", broker.stomp.ip().to_string())
+        .env("STOMP_PORT", broker.stomp.port().to_string())
         .stdin(Stdio::null());
+    if let Some(aws) = broker.listeners.get("aws") {
+        cmd.env("AWS_ENDPOINT_URL", format!("http://{aws}"))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+    }
+    if broker.listeners.contains_key("mqtt") {
+        cmd.env("MQTT_HOST", broker.mqtt.ip().to_string()).env("MQTT_PORT", broker.mqtt.port().to_string());
+    }
     cmd
 }
 

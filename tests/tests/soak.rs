@@ -126,7 +126,7 @@ async fn backlog_of_persistent_messages() {
     while got < published {
         let d = consumer.next().await.expect("delivery").expect("ok");
         got += 1;
-        if got % 500 == 0 || got == published {
+        if got.is_multiple_of(500) || got == published {
             d.ack(BasicAckOptions { multiple: true }).await.expect("ack");
         }
     }

@@ -15,6 +15,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use switchyard::Broker;
 use switchyard_amqp::serve as serve_amqp;
+use switchyard_aws::serve as serve_aws;
+use switchyard_mqtt::serve as serve_mqtt;
+use switchyard_stomp::serve as serve_stomp;
 use tokio::net::TcpListener;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,9 @@ type ListenerExit = (&'static str, io::Result<()>);
 /// half-started.
 struct Bound {
     amqp: TcpListener,
+    stomp: TcpListener,
+    mqtt: TcpListener,
+    aws: TcpListener,
 }
 
 /// Runs the broker until a shutdown signal (returns `Ok`) or a fatal error (returns `Err`).
@@ -66,6 +72,24 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     info!(listener = "amqp", addr = %amqp_addr, "listening");
     let serve = serve_amqp(bound.amqp, broker.handle(), cfg.amqp.clone(), shutdown.child_token());
     listeners.spawn(async move { ("amqp", serve.await) });
+
+    let stomp_addr = local_addr("stomp", &bound.stomp)?;
+    addrs.insert("stomp", stomp_addr);
+    info!(listener = "stomp", addr = %stomp_addr, "listening");
+    let serve = serve_stomp(bound.stomp, broker.handle(), cfg.stomp.clone(), shutdown.child_token());
+    listeners.spawn(async move { ("stomp", serve.await) });
+
+    let mqtt_addr = local_addr("mqtt", &bound.mqtt)?;
+    addrs.insert("mqtt", mqtt_addr);
+    info!(listener = "mqtt", addr = %mqtt_addr, "listening");
+    let serve = serve_mqtt(bound.mqtt, broker.handle(), cfg.mqtt.clone(), shutdown.child_token());
+    listeners.spawn(async move { ("mqtt", serve.await) });
+
+    let aws_addr = local_addr("aws", &bound.aws)?;
+    addrs.insert("aws", aws_addr);
+    info!(listener = "aws", addr = %aws_addr, "listening");
+    let serve = serve_aws(bound.aws, broker.handle(), cfg.aws.clone(), shutdown.child_token());
+    listeners.spawn(async move { ("aws", serve.await) });
 
     announce_ready(&addrs)?;
 
@@ -96,7 +120,16 @@ async fn bind_all(cfg: &ServerConfig) -> anyhow::Result<Bound> {
     let amqp = TcpListener::bind(cfg.amqp.listen)
         .await
         .with_context(|| format!("binding the AMQP listener to {}", cfg.amqp.listen))?;
-    Ok(Bound { amqp })
+    let stomp = TcpListener::bind(cfg.stomp.listen)
+        .await
+        .with_context(|| format!("binding the STOMP listener to {}", cfg.stomp.listen))?;
+    let mqtt = TcpListener::bind(cfg.mqtt.listen)
+        .await
+        .with_context(|| format!("binding the MQTT listener to {}", cfg.mqtt.listen))?;
+    let aws = TcpListener::bind(cfg.aws.listen)
+        .await
+        .with_context(|| format!("binding the AWS listener to {}", cfg.aws.listen))?;
+    Ok(Bound { amqp, stomp, mqtt, aws })
 }
 
 /// The address a listener actually got (the port is chosen by the OS for port 0).

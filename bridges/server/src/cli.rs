@@ -18,7 +18,7 @@ use clap::Parser;
     after_help = "Configuration: the TOML file, then SWITCHYARD_<SECTION>__<KEY> environment \
                   variables (e.g. SWITCHYARD_AMQP__LISTEN=127.0.0.1:5672), then these flags.\n\
                   Once every listener is bound, one line is printed on stdout:\n  \
-                  switchyard ready {\"amqp\":\"127.0.0.1:5672\"}"
+                  switchyard ready {\"amqp\":\"127.0.0.1:5672\",\"stomp\":\"127.0.0.1:61613\",\"mqtt\":\"127.0.0.1:1883\"}"
 )]
 pub struct Cli {
     /// Config file (TOML). Default: `switchyard.toml` in the working directory if it exists,
@@ -33,6 +33,18 @@ pub struct Cli {
     /// Address of the AMQP 0-9-1 listener, e.g. `127.0.0.1:0`; overrides `[amqp] listen`.
     #[arg(long, value_name = "ADDR")]
     pub amqp_listen: Option<SocketAddr>,
+
+    /// Address of the STOMP listener, e.g. `127.0.0.1:0`; overrides `[stomp] listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub stomp_listen: Option<SocketAddr>,
+
+    /// Address of the MQTT listener, e.g. `127.0.0.1:0`; overrides `[mqtt] listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
+
+    /// Address of the AWS-compatible HTTP listener (SQS), e.g. `127.0.0.1:0`; overrides `[aws] listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub aws_listen: Option<SocketAddr>,
 
     /// Log filter in tracing's `EnvFilter` syntax, e.g. `info,switchyard_amqp=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]

@@ -3,10 +3,10 @@
 //! Layers, later ones winning:
 //! 1. the TOML file (`--config PATH`, else `switchyard.toml` in the working directory if it
 //!    exists, else nothing): sections `[broker]` (= [`CoreConfig`], users as
-//!    `[[broker.users]]`) and `[amqp]` (= [`AmqpConfig`]);
+//!    `[[broker.users]]`), `[amqp]` (= [`AmqpConfig`]), `[stomp]` (= [`StompConfig`]) and `[mqtt]` (= [`MqttConfig`]);
 //! 2. environment variables `SWITCHYARD_<SECTION>__<KEY>` (`__` separates path segments;
 //!    segments are lower-cased), written into the parsed TOML tree before it is deserialized;
-//! 3. command-line flags (`--data-dir`, `--amqp-listen`).
+//! 3. command-line flags (`--data-dir`, `--amqp-listen`, `--stomp-listen`, `--mqtt-listen`).
 //!
 //! Each crate owns its own config struct and its defaults; this module only composes them and
 //! checks what no type expresses ([`validate`]), so that a bad value stops the process before
@@ -23,6 +23,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use switchyard::config::CoreConfig;
 use switchyard_amqp::config::AmqpConfig;
+use switchyard_aws::config::AwsConfig;
+use switchyard_mqtt::config::MqttConfig;
+use switchyard_stomp::config::StompConfig;
 
 use crate::cli::Cli;
 
@@ -53,6 +56,12 @@ pub struct ServerConfig {
     pub broker: CoreConfig,
     /// `[amqp]`: the AMQP 0-9-1 listener.
     pub amqp: AmqpConfig,
+    /// `[stomp]`: the STOMP 1.0-1.2 listener.
+    pub stomp: StompConfig,
+    /// `[mqtt]`: the MQTT 3.1/3.1.1/5.0 listener.
+    pub mqtt: MqttConfig,
+    /// `[aws]`: the AWS-compatible HTTP listener (SQS).
+    pub aws: AwsConfig,
 }
 
 /// The effective configuration and where it came from (for the startup log).
@@ -98,6 +107,15 @@ pub fn load(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>, cwd:
     }
     if let Some(addr) = cli.amqp_listen {
         config.amqp.listen = addr;
+    }
+    if let Some(addr) = cli.stomp_listen {
+        config.stomp.listen = addr;
+    }
+    if let Some(addr) = cli.mqtt_listen {
+        config.mqtt.listen = addr;
+    }
+    if let Some(addr) = cli.aws_listen {
+        config.aws.listen = addr;
     }
 
     validate(&config)?;
@@ -272,6 +290,43 @@ pub fn validate(cfg: &ServerConfig) -> anyhow::Result<()> {
         problems.push("amqp.handshake_timeout must be at least 1 second".into());
     }
 
+    let stomp = &cfg.stomp;
+    if stomp.max_connections == 0 {
+        problems.push("stomp.max_connections must be at least 1".into());
+    }
+    if stomp.handshake_timeout == 0 {
+        problems.push("stomp.handshake_timeout must be at least 1 second".into());
+    }
+    if stomp.max_headers == 0 || stomp.max_header_length < 64 {
+        problems.push("stomp.max_headers must be at least 1 and stomp.max_header_length at least 64".into());
+    }
+    if stomp.max_body_size == 0 {
+        problems.push("stomp.max_body_size must be greater than 0".into());
+    }
+
+    let mqtt = &cfg.mqtt;
+    if mqtt.max_connections == 0 {
+        problems.push("mqtt.max_connections must be at least 1".into());
+    }
+    if mqtt.connect_timeout == 0 {
+        problems.push("mqtt.connect_timeout must be at least 1 second".into());
+    }
+    if mqtt.max_packet_size < 64 || mqtt.max_packet_size as usize > switchyard_mqtt::codec::MAX_REMAINING_LENGTH + 5 {
+        problems.push("mqtt.max_packet_size must be between 64 and 268435460 bytes".into());
+    }
+    if mqtt.max_packet_size_unauthenticated < 64 {
+        problems.push("mqtt.max_packet_size_unauthenticated must be at least 64 bytes".into());
+    }
+    if mqtt.session_max_messages == 0 {
+        problems.push("mqtt.session_max_messages must be at least 1".into());
+    }
+    if mqtt.prefetch == 0 || mqtt.receive_maximum == 0 {
+        problems.push("mqtt.prefetch and mqtt.receive_maximum must be at least 1".into());
+    }
+    if mqtt.max_session_expiry == 0 {
+        problems.push("mqtt.max_session_expiry must be at least 1 second".into());
+    }
+
     if problems.is_empty() { Ok(()) } else { bail!("invalid configuration:\n  - {}", problems.join("\n  - ")) }
 }
 
@@ -401,8 +456,8 @@ mod tests {
         let err = load_str("[amqp]\nheartbaet = 5\n", &[], &[]).expect_err("unknown key");
         let msg = format!("{err:#}");
         assert!(msg.contains("c.toml") && msg.contains("heartbaet"), "{msg}");
-        let err = load_str("[mqtt]\n", &[], &[]).expect_err("unknown section");
-        assert!(format!("{err:#}").contains("mqtt"), "{err:#}");
+        let err = load_str("[nosuchsection]\n", &[], &[]).expect_err("unknown section");
+        assert!(format!("{err:#}").contains("nosuchsection"), "{err:#}");
     }
 
     #[test]

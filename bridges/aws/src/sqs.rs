@@ -1,0 +1,1278 @@
+//! Amazon SQS (AWS JSON 1.0 protocol) on the core's queues.
+//!
+//! An SQS queue *is* a core queue of the same name in the configured vhost: durable, its
+//! messages persistent, so AMQP `orders` and STOMP `/queue/orders` are the same queue as
+//! `http://host:4566/000000000000/orders`. SQS attributes become queue arguments so they
+//! survive restarts and shape AMQP consumers too:
+//!
+//! | SQS attribute | queue argument |
+//! |---|---|
+//! | `VisibilityTimeout` | `x-lease-timeout` (ms; omitted for 0) |
+//! | `DelaySeconds` | `x-delivery-delay` (ms) |
+//! | `MessageRetentionPeriod` | `x-message-ttl` (ms) |
+//! | `RedrivePolicy` | `x-dead-letter-exchange` = `""`, `x-dead-letter-routing-key` = DLQ name, `x-delivery-limit` = `maxReceiveCount` − 1 |
+//! | `FifoQueue` | `x-fifo` |
+//! | all of them, as given | `x-sqs-attributes` (JSON text), plus `x-sqs-created` (epoch s) |
+//!
+//! A receipt handle is the base64 of `queue name, lease id, receive time`: the lease is the
+//! core's, so a visibility timeout is a lease deadline and `ChangeMessageVisibility` moves it.
+//! Long polls wait on the queue's "messages available" notification, so they wake on a send,
+//! a delay passing, a lease expiring or a visibility change to 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use switchyard::auth::User;
+use switchyard::queue::Queue;
+use switchyard::queue::state::{Delivery, PublishOptions};
+use switchyard::time::{Millis, now_ms};
+use switchyard::vhost::{Outcome, QueueSpec};
+use switchyard::{
+    BrokerHandle, ClientContext, CoreError, ErrorKind, FieldTable, FieldValue, Message, Properties, VHost,
+};
+
+use crate::config::AwsConfig;
+use crate::error::{AwsError, json_error};
+use crate::md5::{AttrValue, attributes_md5, md5_hex};
+
+/// The `X-Amz-Target` prefix of SQS actions.
+pub const TARGET_PREFIX: &str = "AmazonSQS";
+/// The namespace in `__type` of SQS errors.
+pub const NAMESPACE: &str = "com.amazonaws.sqs";
+
+/// AWS's limits (strict mode).
+mod limits {
+    pub const MAX_VISIBILITY: i64 = 43_200;
+    pub const MAX_DELAY: i64 = 900;
+    pub const MIN_RETENTION: i64 = 60;
+    pub const MAX_RETENTION: i64 = 1_209_600;
+    pub const DEFAULT_RETENTION: i64 = 345_600;
+    pub const MIN_MESSAGE_SIZE: i64 = 1_024;
+    pub const MAX_MESSAGE_SIZE: i64 = 1_048_576;
+    pub const MAX_WAIT: i64 = 20;
+    pub const MAX_BATCH: usize = 10;
+    pub const MAX_ATTRIBUTES: usize = 10;
+    pub const MAX_RECEIVE_COUNT: i64 = 1_000;
+    pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+    pub const MAX_LEASE_MS: u64 = 12 * 3600 * 1000;
+}
+
+/// Queue attributes that may be set, with their defaults.
+const SETTABLE: &[(&str, &str)] = &[
+    ("VisibilityTimeout", "30"),
+    ("DelaySeconds", "0"),
+    ("MessageRetentionPeriod", "345600"),
+    ("MaximumMessageSize", "1048576"),
+    ("ReceiveMessageWaitTimeSeconds", "0"),
+    ("RedrivePolicy", ""),
+    ("FifoQueue", "false"),
+    ("ContentBasedDeduplication", "false"),
+];
+
+/// Settable attributes whose change after creation needs a core change not made yet.
+const CREATE_ONLY: &[&str] = &["MessageRetentionPeriod", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication"];
+
+/// The arguments key holding the SQS attributes as given.
+const ATTRS_ARG: &str = "x-sqs-attributes";
+/// The arguments key holding the creation time (epoch seconds).
+const CREATED_ARG: &str = "x-sqs-created";
+/// Header carrying the FIFO sequence number of a message sent through SQS.
+const SEQ_HEADER: &str = "x-sqs-sequence-number";
+/// Header carrying the FIFO deduplication id.
+const DEDUP_HEADER: &str = "x-sqs-deduplication-id";
+/// Header prefix recording an attribute's SQS data type when it is not plain `String`/`Binary`.
+const TYPE_HEADER_PREFIX: &str = "x-sqs-type.";
+
+/// Per-queue front-end state: attribute changes made by `SetQueueAttributes` (in memory)
+/// and the FIFO deduplication answers (the original message id for a duplicate).
+#[derive(Debug, Default)]
+struct Overlay {
+    attrs: BTreeMap<String, String>,
+    modified: Option<u64>,
+    dedup: HashMap<String, (String, String, Millis)>,
+}
+
+/// The SQS service: the vhost it serves and the front-end state.
+#[derive(Debug)]
+pub struct Sqs {
+    broker: BrokerHandle,
+    vhost: Arc<VHost>,
+    ctx: ClientContext,
+    cfg: AwsConfig,
+    overlays: Mutex<HashMap<String, Overlay>>,
+    sequence: AtomicU64,
+}
+
+type Res<T> = Result<T, AwsError>;
+
+fn core_err(e: CoreError) -> AwsError {
+    match e.kind {
+        ErrorKind::NotFound => AwsError::QueueDoesNotExist,
+        ErrorKind::PreconditionFailed => AwsError::QueueAlreadyExists(e.text),
+        _ => AwsError::Internal(e.text),
+    }
+}
+
+impl Sqs {
+    /// SQS on the vhost named in `cfg`. Credentials are not checked: requests act as an
+    /// internal superuser of that vhost.
+    pub fn new(broker: BrokerHandle, cfg: AwsConfig) -> Result<Sqs, CoreError> {
+        let user = User::superuser("aws", &[cfg.vhost.as_str()]);
+        let vhost = broker.open_vhost(&cfg.vhost, &user)?;
+        let ctx = ClientContext { connection: broker.next_connection_id(), user };
+        // Sequence numbers keep growing across restarts: start from the clock.
+        let sequence = AtomicU64::new(now_ms().saturating_mul(1000));
+        Ok(Sqs { broker, vhost, ctx, cfg, overlays: Mutex::new(HashMap::new()), sequence })
+    }
+
+    /// Runs the JSON-protocol `action` on `body`; `host` builds queue URLs.
+    pub async fn handle_json(&self, action: &str, body: &[u8], host: &str) -> Response {
+        let input: Value = if body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => {
+                    return json_error(NAMESPACE, &AwsError::SerializationException("Expected a JSON object".into()));
+                }
+                Err(e) => return json_error(NAMESPACE, &AwsError::SerializationException(e.to_string())),
+            }
+        };
+        let result = self.call(action, &input, host).await;
+        match result {
+            Ok(v) => ok(v),
+            Err(e) => json_error(NAMESPACE, &e),
+        }
+    }
+
+    /// Runs `action` on an input in the JSON protocol's shape; the query protocol converts
+    /// its form to the same shape first.
+    pub async fn call(&self, action: &str, input: &Value, host: &str) -> Result<Value, AwsError> {
+        match action {
+            "CreateQueue" => self.create_queue(input, host),
+            "GetQueueUrl" => self.get_queue_url(input, host),
+            "ListQueues" => self.list_queues(input, host),
+            "GetQueueAttributes" => self.get_queue_attributes(input),
+            "SetQueueAttributes" => self.set_queue_attributes(input),
+            "DeleteQueue" => self.delete_queue(input),
+            "PurgeQueue" => self.purge_queue(input),
+            "SendMessage" => self.send_message(input).await,
+            "SendMessageBatch" => self.send_message_batch(input).await,
+            "ReceiveMessage" => self.receive_message(input).await,
+            "DeleteMessage" => self.delete_message(input),
+            "DeleteMessageBatch" => self.delete_message_batch(input),
+            "ChangeMessageVisibility" => self.change_visibility(input),
+            "ChangeMessageVisibilityBatch" => self.change_visibility_batch(input),
+            "ListDeadLetterSourceQueues"
+            | "TagQueue"
+            | "UntagQueue"
+            | "ListQueueTags"
+            | "AddPermission"
+            | "RemovePermission"
+            | "StartMessageMoveTask"
+            | "ListMessageMoveTasks"
+            | "CancelMessageMoveTask" => Err(AwsError::UnsupportedOperation(format!("{action} is not supported yet"))),
+            other => Err(AwsError::UnknownOperation(format!("Unknown operation AmazonSQS.{other}"))),
+        }
+    }
+
+    // ----- queues -----
+
+    fn queue_url(&self, host: &str, name: &str) -> String {
+        format!("http://{host}/{}/{name}", self.cfg.account_id)
+    }
+
+    fn queue_arn(&self, name: &str) -> String {
+        format!("arn:aws:sqs:{}:{}:{name}", self.cfg.region, self.cfg.account_id)
+    }
+
+    /// The queue a `QueueUrl` names (the last path segment).
+    fn queue_from_url(&self, input: &Value) -> Res<(String, Arc<Queue>)> {
+        let url = req_str(input, "QueueUrl")?;
+        let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+        let q = self.vhost.queue(&name).filter(|q| !q.is_deleted()).ok_or(AwsError::QueueDoesNotExist)?;
+        Ok((name, q))
+    }
+
+    fn create_queue(&self, input: &Value, host: &str) -> Res<Value> {
+        let name = req_str(input, "QueueName")?.to_string();
+        check_queue_name(&name)?;
+        let given = string_map(input.get("Attributes"), "Attributes")?;
+        if input.get("tags").is_some_and(|t| t.as_object().is_some_and(|m| !m.is_empty())) {
+            return Err(AwsError::UnsupportedOperation("Queue tags are not supported yet".into()));
+        }
+        let attrs = normalize_attributes(&name, &given, true)?;
+        if let Some(existing) = self.vhost.queue(&name).filter(|q| !q.is_deleted()) {
+            let current = self.effective_attributes(&name, &existing);
+            for (k, v) in &attrs {
+                if current.get(k) != Some(v) {
+                    return Err(AwsError::QueueAlreadyExists(k.clone()));
+                }
+            }
+            return Ok(json!({ "QueueUrl": self.queue_url(host, &name) }));
+        }
+        if let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) {
+            let (dlq, _) = parse_redrive(policy)?;
+            if self.vhost.queue(&dlq).is_none() {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist."
+                )));
+            }
+            if dlq.ends_with(".fifo") != name.ends_with(".fifo") {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue must be the same type of queue as the source."
+                )));
+            }
+        }
+        let arguments = queue_arguments(&attrs)?;
+        let spec = QueueSpec { name: name.clone(), durable: true, arguments, ..QueueSpec::default() };
+        self.vhost.declare_queue(spec, &self.ctx).map_err(core_err)?;
+        self.overlays.lock().remove(&name);
+        Ok(json!({ "QueueUrl": self.queue_url(host, &name) }))
+    }
+
+    fn get_queue_url(&self, input: &Value, host: &str) -> Res<Value> {
+        let name = req_str(input, "QueueName")?;
+        self.vhost.queue(name).filter(|q| !q.is_deleted()).ok_or(AwsError::QueueDoesNotExist)?;
+        Ok(json!({ "QueueUrl": self.queue_url(host, name) }))
+    }
+
+    fn list_queues(&self, input: &Value, host: &str) -> Res<Value> {
+        let prefix = opt_str(input, "QueueNamePrefix")?.unwrap_or("");
+        let max = opt_int(input, "MaxResults")?;
+        if let Some(m) = max
+            && !(1..=1000).contains(&m)
+        {
+            return Err(AwsError::InvalidParameterValue(format!(
+                "Value {m} for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
+            )));
+        }
+        let after = match opt_str(input, "NextToken")? {
+            Some(t) => Some(
+                URL_SAFE_NO_PAD
+                    .decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| AwsError::InvalidParameterValue("Invalid NextToken".into()))?,
+            ),
+            None => None,
+        };
+        let mut names: Vec<String> = self
+            .vhost
+            .queues()
+            .into_iter()
+            .filter(|q| !q.is_deleted() && q.exclusive_owner().is_none() && check_queue_name(q.name()).is_ok())
+            .map(|q| q.name().to_string())
+            .filter(|n| n.starts_with(prefix))
+            .filter(|n| after.as_ref().is_none_or(|a| n > a))
+            .collect();
+        names.sort();
+        let mut out = json!({});
+        let limit = max.map_or(1000, |m| m as usize);
+        if max.is_some() && names.len() > limit {
+            names.truncate(limit);
+            if let Some(last) = names.last() {
+                out["NextToken"] = json!(URL_SAFE_NO_PAD.encode(last));
+            }
+        } else {
+            names.truncate(limit);
+        }
+        if !names.is_empty() {
+            out["QueueUrls"] = json!(names.iter().map(|n| self.queue_url(host, n)).collect::<Vec<_>>());
+        }
+        Ok(out)
+    }
+
+    /// The queue's SQS attributes: defaults, then what it was created with, then changes.
+    fn effective_attributes(&self, name: &str, q: &Queue) -> BTreeMap<String, String> {
+        let mut attrs: BTreeMap<String, String> =
+            SETTABLE.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        attrs.remove("RedrivePolicy");
+        if !name.ends_with(".fifo") {
+            attrs.remove("FifoQueue");
+            attrs.remove("ContentBasedDeduplication");
+        }
+        let args = q.arguments();
+        if let Some(stored) = args.get(ATTRS_ARG).and_then(FieldValue::as_str)
+            && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(stored)
+        {
+            for (k, v) in m {
+                if let Some(s) = v.as_str() {
+                    attrs.insert(k, s.to_string());
+                }
+            }
+        } else {
+            // A queue declared by another protocol: show what its arguments mean in SQS terms.
+            let cfg = q.config();
+            if let Some(t) = cfg.lease_timeout {
+                attrs.insert("VisibilityTimeout".into(), (t / 1000).to_string());
+            }
+            if let Some(d) = cfg.delivery_delay {
+                attrs.insert("DelaySeconds".into(), (d / 1000).to_string());
+            }
+            if let Some(t) = cfg.message_ttl {
+                attrs.insert("MessageRetentionPeriod".into(), (t / 1000).to_string());
+            }
+        }
+        if let Some(o) = self.overlays.lock().get(name) {
+            attrs.extend(o.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        attrs
+    }
+
+    fn attr_i64(&self, name: &str, q: &Queue, key: &str) -> i64 {
+        self.effective_attributes(name, q).get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    fn get_queue_attributes(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let wanted = opt_str_list(input, "AttributeNames")?;
+        let mut all = self.effective_attributes(&name, &q);
+        let counts = q.counts();
+        all.insert("ApproximateNumberOfMessages".into(), counts.ready.to_string());
+        all.insert("ApproximateNumberOfMessagesNotVisible".into(), counts.unacked.to_string());
+        all.insert("ApproximateNumberOfMessagesDelayed".into(), counts.delayed.to_string());
+        let created = q.arguments().get(CREATED_ARG).and_then(FieldValue::as_i64).unwrap_or(0);
+        all.insert("CreatedTimestamp".into(), created.to_string());
+        let modified = self.overlays.lock().get(&name).and_then(|o| o.modified).map_or(created, |m| m as i64);
+        all.insert("LastModifiedTimestamp".into(), modified.to_string());
+        all.insert("QueueArn".into(), self.queue_arn(&name));
+        all.insert("SqsManagedSseEnabled".into(), "false".into());
+        let mut out = Map::new();
+        for w in wanted.unwrap_or_default() {
+            if w == "All" {
+                out.extend(all.iter().map(|(k, v)| (k.clone(), json!(v))));
+            } else if let Some(v) = all.get(&w) {
+                out.insert(w, json!(v));
+            } else if !is_known_attribute(&w) {
+                return Err(AwsError::InvalidAttributeName(w));
+            }
+        }
+        if out.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({ "Attributes": out }))
+    }
+
+    fn set_queue_attributes(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let given = string_map(input.get("Attributes"), "Attributes")?;
+        if given.is_empty() {
+            return Err(AwsError::MissingParameter("Attributes".into()));
+        }
+        let attrs = normalize_attributes(&name, &given, false)?;
+        let current = self.effective_attributes(&name, &q);
+        for (k, v) in &attrs {
+            if CREATE_ONLY.contains(&k.as_str()) && current.get(k) != Some(v) {
+                return Err(AwsError::UnsupportedOperation(format!(
+                    "Changing {k} after CreateQueue is not supported yet"
+                )));
+            }
+        }
+        let mut overlays = self.overlays.lock();
+        let o = overlays.entry(name).or_default();
+        o.attrs.extend(attrs);
+        o.modified = Some(now_ms() / 1000);
+        Ok(json!({}))
+    }
+
+    fn delete_queue(&self, input: &Value) -> Res<Value> {
+        let (name, _) = self.queue_from_url(input)?;
+        self.vhost.delete_queue(&name, false, false, &self.ctx).map_err(core_err)?;
+        self.overlays.lock().remove(&name);
+        Ok(json!({}))
+    }
+
+    fn purge_queue(&self, input: &Value) -> Res<Value> {
+        let (name, _) = self.queue_from_url(input)?;
+        self.vhost.purge_queue(&name, &self.ctx).map_err(core_err)?;
+        Ok(json!({}))
+    }
+
+    // ----- messages -----
+
+    async fn send_message(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let attrs = self.effective_attributes(&name, &q);
+        let max_size = attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(limits::MAX_MESSAGE_SIZE);
+        let prepared = self.prepare(&name, &attrs, input, max_size as usize)?;
+        let (out, lsn) = self.publish(&name, prepared)?;
+        self.synced(lsn).await?;
+        Ok(out)
+    }
+
+    async fn send_message_batch(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let entries = batch_entries(input, "SendMessageBatchRequestEntry")?;
+        let attrs = self.effective_attributes(&name, &q);
+        let max_size = attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(limits::MAX_MESSAGE_SIZE);
+        let total: usize =
+            entries.iter().map(|e| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len)).sum();
+        if total > limits::MAX_MESSAGE_SIZE as usize {
+            return Err(AwsError::BatchRequestTooLong(limits::MAX_MESSAGE_SIZE as usize));
+        }
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        let mut last_lsn = None;
+        for e in entries {
+            let id = e.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+            match self.prepare(&name, &attrs, e, max_size as usize).and_then(|p| self.publish(&name, p)) {
+                Ok((mut v, lsn)) => {
+                    last_lsn = last_lsn.max(lsn);
+                    v["Id"] = json!(id);
+                    ok.push(v);
+                }
+                Err(err) => failed.push(batch_error(&id, &err)),
+            }
+        }
+        self.synced(last_lsn).await?;
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+
+    /// Waits until a persistent message is on disk: a 200 means it survives a crash.
+    async fn synced(&self, lsn: Option<switchyard::store::Lsn>) -> Res<()> {
+        if let Some(lsn) = lsn {
+            self.broker.message_log().wait_synced(lsn).await.map_err(|e| AwsError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Validates one SendMessage input and builds the core message.
+    fn prepare(&self, queue: &str, attrs: &BTreeMap<String, String>, input: &Value, max_size: usize) -> Res<Prepared> {
+        let fifo = queue.ends_with(".fifo");
+        let body = req_str(input, "MessageBody")?;
+        if body.is_empty() {
+            return Err(AwsError::MissingParameter("MessageBody".into()));
+        }
+        if let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
+            return Err(AwsError::InvalidMessageContents(format!(
+                "Invalid binary character '#x{:X}' was found in the message body, the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
+                c as u32
+            )));
+        }
+        let message_attrs = parse_message_attributes(input.get("MessageAttributes"))?;
+        let attrs_size: usize = message_attrs
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + v.data_type.len()
+                    + v.string.as_ref().map_or(0, String::len)
+                    + v.binary.as_ref().map_or(0, Vec::len)
+            })
+            .sum();
+        if body.len() + attrs_size > max_size {
+            return Err(AwsError::InvalidParameterValue(format!(
+                "One or more parameters are invalid. Reason: Message must be shorter than {max_size} bytes."
+            )));
+        }
+        let delay = opt_int(input, "DelaySeconds")?;
+        if let Some(d) = delay {
+            if fifo {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
+                )));
+            }
+            if !(0..=limits::MAX_DELAY).contains(&d) {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
+                )));
+            }
+        }
+        let queue_delay: i64 = attrs.get("DelaySeconds").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let group = opt_str(input, "MessageGroupId")?.map(str::to_string);
+        let mut dedup_id = opt_str(input, "MessageDeduplicationId")?.map(str::to_string);
+        if fifo {
+            if group.is_none() {
+                return Err(AwsError::MissingParameter("MessageGroupId".into()));
+            }
+            if dedup_id.is_none() {
+                if attrs.get("ContentBasedDeduplication").map(String::as_str) == Some("true") {
+                    dedup_id = Some(hex::encode(Sha256::digest(body.as_bytes())));
+                } else {
+                    return Err(AwsError::InvalidParameterValue(
+                        "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
+                    ));
+                }
+            }
+        } else if dedup_id.is_some() {
+            return Err(AwsError::InvalidParameterValue(
+                "The request include parameter MessageDeduplicationId that is not valid for this queue type".into(),
+            ));
+        }
+        for (field, v) in [("MessageGroupId", &group), ("MessageDeduplicationId", &dedup_id)] {
+            if let Some(v) = v
+                && (v.is_empty() || v.len() > 128 || !v.chars().all(|c| c.is_ascii_graphic()))
+            {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {v} for parameter {field} is invalid. Reason: It must be 1 to 128 printable ASCII characters."
+                )));
+            }
+        }
+        Ok(Prepared {
+            body: body.to_string(),
+            attributes: message_attrs,
+            delay_ms: (delay.unwrap_or(queue_delay).max(0) as u64) * 1000,
+            group,
+            dedup_id,
+            fifo,
+        })
+    }
+
+    /// Publishes a prepared message to `queue` through the default exchange.
+    fn publish(&self, queue: &str, p: Prepared) -> Res<(Value, Option<switchyard::store::Lsn>)> {
+        let body_md5 = md5_hex(p.body.as_bytes());
+        let attrs_md5 = attributes_md5(p.attributes.iter());
+        let now = now_ms();
+        if let Some(id) = &p.dedup_id {
+            let mut overlays = self.overlays.lock();
+            let o = overlays.entry(queue.to_string()).or_default();
+            o.dedup.retain(|_, (_, _, until)| *until > now);
+            if let Some((mid, seq, _)) = o.dedup.get(id) {
+                let mut v = json!({ "MessageId": mid, "MD5OfMessageBody": body_md5, "SequenceNumber": seq });
+                if let Some(m) = &attrs_md5 {
+                    v["MD5OfMessageAttributes"] = json!(m);
+                }
+                return Ok((v, None));
+            }
+        }
+        let message_id = new_message_id();
+        let mut headers = FieldTable::new();
+        for (k, v) in &p.attributes {
+            match (&v.binary, &v.string) {
+                (Some(b), _) => {
+                    headers.insert(k.clone(), FieldValue::Bytes(Bytes::copy_from_slice(b)));
+                    if v.data_type != "Binary" {
+                        headers.insert(format!("{TYPE_HEADER_PREFIX}{k}"), FieldValue::text(&v.data_type));
+                    }
+                }
+                (None, s) => {
+                    headers.insert(k.clone(), FieldValue::text(s.as_deref().unwrap_or("")));
+                    if v.data_type != "String" {
+                        headers.insert(format!("{TYPE_HEADER_PREFIX}{k}"), FieldValue::text(&v.data_type));
+                    }
+                }
+            }
+        }
+        let sequence = p.fifo.then(|| format!("{:020}", self.sequence.fetch_add(1, Ordering::Relaxed)));
+        if let Some(s) = &sequence {
+            headers.insert(SEQ_HEADER.into(), FieldValue::text(s));
+        }
+        if let Some(d) = &p.dedup_id {
+            headers.insert(DEDUP_HEADER.into(), FieldValue::text(d));
+        }
+        let props = Properties {
+            delivery_mode: Some(2),
+            message_id: Some(message_id.clone()),
+            timestamp: Some(now / 1000),
+            headers: (!headers.is_empty()).then_some(headers),
+            ..Properties::default()
+        };
+        let message = Message::new("", queue, props, Bytes::from(p.body.into_bytes()));
+        let opts =
+            PublishOptions { delay: Some(p.delay_ms), group: p.group.map(Arc::from), dedup_id: p.dedup_id.clone() };
+        let outcome = self.vhost.publish_with(message, opts, &self.ctx).map_err(core_err)?;
+        if !outcome.routed {
+            return Err(AwsError::QueueDoesNotExist);
+        }
+        if let (Some(id), Some(seq)) = (&p.dedup_id, &sequence) {
+            let mut overlays = self.overlays.lock();
+            let o = overlays.entry(queue.to_string()).or_default();
+            o.dedup.insert(id.clone(), (message_id.clone(), seq.clone(), now + limits::DEDUP_WINDOW_MS));
+        }
+        let mut v = json!({ "MessageId": message_id, "MD5OfMessageBody": body_md5 });
+        if let Some(m) = attrs_md5 {
+            v["MD5OfMessageAttributes"] = json!(m);
+        }
+        if let Some(s) = sequence {
+            v["SequenceNumber"] = json!(s);
+        }
+        Ok((v, outcome.lsn))
+    }
+
+    async fn receive_message(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let max = opt_int(input, "MaxNumberOfMessages")?.unwrap_or(1);
+        if !(1..=10).contains(&max) {
+            return Err(AwsError::InvalidParameterValue(format!(
+                "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
+            )));
+        }
+        let visibility = match opt_int(input, "VisibilityTimeout")? {
+            Some(v) if !(0..=limits::MAX_VISIBILITY).contains(&v) => {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200, if provided."
+                )));
+            }
+            Some(v) => v,
+            None => self.attr_i64(&name, &q, "VisibilityTimeout"),
+        };
+        let wait = match opt_int(input, "WaitTimeSeconds")? {
+            Some(w) if !(0..=limits::MAX_WAIT).contains(&w) => {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {w} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+                )));
+            }
+            Some(w) => w,
+            None => self.attr_i64(&name, &q, "ReceiveMessageWaitTimeSeconds"),
+        };
+        let mut system = opt_str_list(input, "AttributeNames")?.unwrap_or_default();
+        system.extend(opt_str_list(input, "MessageSystemAttributeNames")?.unwrap_or_default());
+        let wanted_attrs = opt_str_list(input, "MessageAttributeNames")?.unwrap_or_default();
+
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(wait.max(0) as u64);
+        let deliveries = loop {
+            let available = q.available();
+            tokio::pin!(available);
+            available.as_mut().enable();
+            let now = now_ms();
+            let deadline = now + visibility as u64 * 1000;
+            let (_, ds) = self.vhost.receive(&name, max as usize, Some(deadline), &self.ctx).map_err(core_err)?;
+            if !ds.is_empty() || q.is_deleted() || tokio::time::Instant::now() >= give_up {
+                break ds.into_iter().map(|d| (d, now)).collect::<Vec<_>>();
+            }
+            tokio::select! {
+                _ = &mut available => {}
+                _ = tokio::time::sleep_until(give_up) => {}
+            }
+        };
+        let messages: Vec<Value> =
+            deliveries.into_iter().map(|(d, at)| self.render(&name, &d, at, &system, &wanted_attrs)).collect();
+        if messages.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({ "Messages": messages }))
+    }
+
+    /// One received message in SQS's shape.
+    fn render(&self, queue: &str, d: &Delivery, received_at: Millis, system: &[String], wanted: &[String]) -> Value {
+        let m = &d.message;
+        let body = String::from_utf8_lossy(&m.body).into_owned();
+        let handle = Handle { queue: queue.to_string(), lease: d.lease.unwrap_or(0), received_at }.encode();
+        let message_id = m.properties.message_id.clone().unwrap_or_else(|| format!("{:032x}", d.seq));
+        let mut v = json!({
+            "MessageId": message_id,
+            "ReceiptHandle": handle,
+            "MD5OfBody": md5_hex(body.as_bytes()),
+            "Body": body,
+        });
+        let header_text = |name: &str| m.properties.header(name).and_then(FieldValue::as_str).map(str::to_string);
+        let all = system.iter().any(|s| s == "All");
+        let want = |s: &str| all || system.iter().any(|x| x == s);
+        let mut sys = Map::new();
+        if want("SenderId") {
+            sys.insert("SenderId".into(), json!(self.cfg.account_id));
+        }
+        if want("SentTimestamp") {
+            sys.insert("SentTimestamp".into(), json!(d.enqueued_at.to_string()));
+        }
+        if want("ApproximateReceiveCount") {
+            sys.insert("ApproximateReceiveCount".into(), json!(d.delivery_count.to_string()));
+        }
+        if want("ApproximateFirstReceiveTimestamp") {
+            sys.insert("ApproximateFirstReceiveTimestamp".into(), json!(d.first_delivered_at.to_string()));
+        }
+        if let Some(g) = &d.group
+            && want("MessageGroupId")
+        {
+            sys.insert("MessageGroupId".into(), json!(g.as_ref()));
+        }
+        if let Some(s) = header_text(DEDUP_HEADER)
+            && want("MessageDeduplicationId")
+        {
+            sys.insert("MessageDeduplicationId".into(), json!(s));
+        }
+        if let Some(s) = header_text(SEQ_HEADER)
+            && want("SequenceNumber")
+        {
+            sys.insert("SequenceNumber".into(), json!(s));
+        }
+        if !sys.is_empty() {
+            v["Attributes"] = Value::Object(sys);
+        }
+        let attrs = message_attributes_of(m);
+        let selected: BTreeMap<&String, &AttrValue> =
+            attrs.iter().filter(|(k, _)| wanted.iter().any(|w| attribute_selected(w, k))).collect();
+        if !selected.is_empty() {
+            let mut out = Map::new();
+            for (k, a) in &selected {
+                let mut e = json!({ "DataType": a.data_type });
+                if let Some(b) = &a.binary {
+                    e["BinaryValue"] = json!(STANDARD.encode(b));
+                } else {
+                    e["StringValue"] = json!(a.string.clone().unwrap_or_default());
+                }
+                out.insert((*k).clone(), e);
+            }
+            v["MessageAttributes"] = Value::Object(out);
+            if let Some(md5) = attributes_md5(selected) {
+                v["MD5OfMessageAttributes"] = json!(md5);
+            }
+        }
+        v
+    }
+
+    /// The queue and lease a receipt handle names; it must belong to `queue`.
+    fn lease_of(&self, queue: &str, handle: &str) -> Res<Handle> {
+        let h = Handle::decode(handle).ok_or_else(|| AwsError::ReceiptHandleIsInvalid(handle.to_string()))?;
+        if h.queue != queue {
+            return Err(AwsError::ReceiptHandleIsInvalid(handle.to_string()));
+        }
+        Ok(h)
+    }
+
+    fn delete_one(&self, name: &str, q: &Arc<Queue>, handle: &str) -> Res<()> {
+        let h = self.lease_of(name, handle)?;
+        // A stale handle (lease already ended) is not an error in SQS.
+        self.vhost.settle(q, h.lease, Outcome::Ack);
+        Ok(())
+    }
+
+    fn delete_message(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        self.delete_one(&name, &q, req_str(input, "ReceiptHandle")?)?;
+        Ok(json!({}))
+    }
+
+    fn delete_message_batch(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let entries = batch_entries(input, "DeleteMessageBatchRequestEntry")?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for e in entries {
+            let id = e.get("Id").and_then(Value::as_str).unwrap_or_default();
+            match req_str(e, "ReceiptHandle").and_then(|h| self.delete_one(&name, &q, h)) {
+                Ok(()) => ok.push(json!({ "Id": id })),
+                Err(err) => failed.push(batch_error(id, &err)),
+            }
+        }
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+
+    fn change_one(&self, name: &str, q: &Arc<Queue>, handle: &str, timeout: Option<i64>) -> Res<()> {
+        let h = self.lease_of(name, handle)?;
+        let t = timeout.ok_or_else(|| AwsError::MissingParameter("VisibilityTimeout".into()))?;
+        if !(0..=limits::MAX_VISIBILITY).contains(&t) {
+            return Err(AwsError::InvalidParameterValue(format!(
+                "Value {t} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200."
+            )));
+        }
+        let now = now_ms();
+        let deadline = now + t as u64 * 1000;
+        if deadline > h.received_at + limits::MAX_LEASE_MS {
+            return Err(AwsError::InvalidParameterValue(format!(
+                "Value {t} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]"
+            )));
+        }
+        let (found, fx) = q.set_lease_deadline(h.lease, Some(deadline));
+        self.vhost.handle(q, fx);
+        if !found {
+            return Err(AwsError::MessageNotInflight(handle.to_string()));
+        }
+        Ok(())
+    }
+
+    fn change_visibility(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let handle = req_str(input, "ReceiptHandle")?;
+        self.change_one(&name, &q, handle, opt_int(input, "VisibilityTimeout")?)?;
+        Ok(json!({}))
+    }
+
+    fn change_visibility_batch(&self, input: &Value) -> Res<Value> {
+        let (name, q) = self.queue_from_url(input)?;
+        let entries = batch_entries(input, "ChangeMessageVisibilityBatchRequestEntry")?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for e in entries {
+            let id = e.get("Id").and_then(Value::as_str).unwrap_or_default();
+            let r = req_str(e, "ReceiptHandle")
+                .and_then(|h| opt_int(e, "VisibilityTimeout").and_then(|t| self.change_one(&name, &q, h, t)));
+            match r {
+                Ok(()) => ok.push(json!({ "Id": id })),
+                Err(err) => failed.push(batch_error(id, &err)),
+            }
+        }
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+}
+
+/// A validated SendMessage entry.
+#[derive(Debug)]
+struct Prepared {
+    body: String,
+    attributes: BTreeMap<String, AttrValue>,
+    delay_ms: u64,
+    group: Option<String>,
+    dedup_id: Option<String>,
+    fifo: bool,
+}
+
+/// What a receipt handle encodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handle {
+    queue: String,
+    lease: u64,
+    received_at: Millis,
+}
+
+impl Handle {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("v1\n{}\n{}\n{}", self.queue, self.lease, self.received_at))
+    }
+
+    fn decode(s: &str) -> Option<Handle> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let mut parts = raw.split('\n');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let queue = parts.next()?.to_string();
+        let lease = parts.next()?.parse().ok()?;
+        let received_at = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Handle { queue, lease, received_at })
+    }
+}
+
+fn ok(v: Value) -> Response {
+    let mut resp = (StatusCode::OK, v.to_string()).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
+    resp
+}
+
+fn batch_error(id: &str, err: &AwsError) -> Value {
+    let sh = crate::error::shape(err);
+    json!({ "Id": id, "SenderFault": sh.fault == "Sender", "Code": sh.code, "Message": err.to_string() })
+}
+
+fn new_message_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn valid_body_char(c: char) -> bool {
+    matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+fn check_queue_name(name: &str) -> Res<()> {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    if name.is_empty()
+        || name.len() > 80
+        || base.is_empty()
+        || !base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(AwsError::InvalidParameterValue(
+            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_known_attribute(name: &str) -> bool {
+    SETTABLE.iter().any(|(k, _)| *k == name)
+        || matches!(
+            name,
+            "ApproximateNumberOfMessages"
+                | "ApproximateNumberOfMessagesNotVisible"
+                | "ApproximateNumberOfMessagesDelayed"
+                | "CreatedTimestamp"
+                | "LastModifiedTimestamp"
+                | "QueueArn"
+                | "Policy"
+                | "KmsMasterKeyId"
+                | "KmsDataKeyReusePeriodSeconds"
+                | "SqsManagedSseEnabled"
+                | "DeduplicationScope"
+                | "FifoThroughputLimit"
+                | "RedriveAllowPolicy"
+        )
+}
+
+/// Validates attributes given to CreateQueue/SetQueueAttributes and returns them in their
+/// canonical form (numbers without leading zeros, booleans lower case).
+fn normalize_attributes(queue: &str, given: &BTreeMap<String, String>, create: bool) -> Res<BTreeMap<String, String>> {
+    let fifo_name = queue.ends_with(".fifo");
+    let mut out = BTreeMap::new();
+    let bad = |k: &str, v: &str, why: &str| {
+        AwsError::InvalidParameterValue(format!("Invalid value for the parameter {k}. Reason: {why} (got {v})"))
+    };
+    for (k, v) in given {
+        let int = |lo: i64, hi: i64| -> Res<String> {
+            match v.trim().parse::<i64>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(n.to_string()),
+                _ => Err(bad(k, v, &format!("must be an integer between {lo} and {hi}"))),
+            }
+        };
+        let boolean = || -> Res<String> {
+            match v.to_ascii_lowercase().as_str() {
+                "true" => Ok("true".into()),
+                "false" => Ok("false".into()),
+                _ => Err(bad(k, v, "must be true or false")),
+            }
+        };
+        let value = match k.as_str() {
+            "VisibilityTimeout" => int(0, limits::MAX_VISIBILITY)?,
+            "DelaySeconds" => int(0, limits::MAX_DELAY)?,
+            "MessageRetentionPeriod" => int(limits::MIN_RETENTION, limits::MAX_RETENTION)?,
+            "MaximumMessageSize" => int(limits::MIN_MESSAGE_SIZE, limits::MAX_MESSAGE_SIZE)?,
+            "ReceiveMessageWaitTimeSeconds" => int(0, limits::MAX_WAIT)?,
+            "RedrivePolicy" => {
+                if !v.is_empty() {
+                    parse_redrive(v)?;
+                }
+                v.clone()
+            }
+            "FifoQueue" => {
+                let b = boolean()?;
+                if !create {
+                    return Err(AwsError::InvalidAttributeName(k.clone()));
+                }
+                if (b == "true") != fifo_name {
+                    return Err(AwsError::InvalidParameterValue(
+                        "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length".into(),
+                    ));
+                }
+                b
+            }
+            "ContentBasedDeduplication" => {
+                if !fifo_name {
+                    return Err(AwsError::InvalidAttributeName(k.clone()));
+                }
+                boolean()?
+            }
+            other if is_known_attribute(other) => {
+                return Err(AwsError::UnsupportedOperation(format!("Attribute {other} is not supported yet")));
+            }
+            other => return Err(AwsError::InvalidAttributeName(other.to_string())),
+        };
+        out.insert(k.clone(), value);
+    }
+    if create && fifo_name && !out.contains_key("FifoQueue") {
+        return Err(AwsError::InvalidParameterValue(
+            "The name of a FIFO queue must be created with the FifoQueue attribute set to true".into(),
+        ));
+    }
+    if fifo_name {
+        out.entry("ContentBasedDeduplication".into()).or_insert_with(|| "false".into());
+    }
+    Ok(out)
+}
+
+/// `(dead-letter queue name, maxReceiveCount)` from a RedrivePolicy JSON text.
+fn parse_redrive(policy: &str) -> Res<(String, i64)> {
+    let bad = |why: &str| {
+        AwsError::InvalidParameterValue(format!("Value {policy} for parameter RedrivePolicy is invalid. Reason: {why}"))
+    };
+    let v: Value = serde_json::from_str(policy).map_err(|_| bad("Redrive policy is not a valid JSON map."))?;
+    let arn = v
+        .get("deadLetterTargetArn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("Redrive policy does not contain mandatory attribute: deadLetterTargetArn."))?;
+    let count = match v.get("maxReceiveCount") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| bad("Redrive policy does not contain mandatory attribute: maxReceiveCount."))?;
+    if !(1..=limits::MAX_RECEIVE_COUNT).contains(&count) {
+        return Err(bad("Invalid value for maxReceiveCount: must be between 1 and 1000."));
+    }
+    let name = arn.rsplit(':').next().filter(|n| !n.is_empty()).ok_or_else(|| bad("Invalid deadLetterTargetArn."))?;
+    Ok((name.to_string(), count))
+}
+
+/// The core queue arguments for SQS attributes (see the module table).
+fn queue_arguments(attrs: &BTreeMap<String, String>) -> Res<FieldTable> {
+    let num = |k: &str| attrs.get(k).and_then(|v| v.parse::<i64>().ok());
+    let mut args = FieldTable::new();
+    let stored: Map<String, Value> = attrs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    args.insert(ATTRS_ARG.into(), FieldValue::text(Value::Object(stored).to_string()));
+    args.insert(CREATED_ARG.into(), FieldValue::I64((now_ms() / 1000) as i64));
+    let visibility = num("VisibilityTimeout").unwrap_or(30);
+    if visibility > 0 {
+        args.insert("x-lease-timeout".into(), FieldValue::I64(visibility * 1000));
+    }
+    if let Some(d) = num("DelaySeconds").filter(|d| *d > 0) {
+        args.insert("x-delivery-delay".into(), FieldValue::I64(d * 1000));
+    }
+    let retention = num("MessageRetentionPeriod").unwrap_or(limits::DEFAULT_RETENTION);
+    args.insert("x-message-ttl".into(), FieldValue::I64(retention * 1000));
+    if attrs.get("FifoQueue").map(String::as_str) == Some("true") {
+        args.insert("x-fifo".into(), FieldValue::Bool(true));
+    }
+    if let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) {
+        let (dlq, count) = parse_redrive(policy)?;
+        args.insert("x-dead-letter-exchange".into(), FieldValue::text(""));
+        args.insert("x-dead-letter-routing-key".into(), FieldValue::text(dlq));
+        // The core dead-letters a returned message whose delivery count is over the limit;
+        // SQS moves it once its receive count reaches maxReceiveCount.
+        args.insert("x-delivery-limit".into(), FieldValue::I64(count - 1));
+    }
+    Ok(args)
+}
+
+/// True if the `MessageAttributeNames` entry `pattern` selects attribute `name`.
+fn attribute_selected(pattern: &str, name: &str) -> bool {
+    match pattern {
+        "All" | ".*" => true,
+        p => match p.strip_suffix(".*") {
+            Some(prefix) => name.starts_with(prefix) && name[prefix.len()..].starts_with('.'),
+            None => p == name,
+        },
+    }
+}
+
+/// The SQS message attributes a core message carries (its headers, whatever protocol sent it).
+fn message_attributes_of(m: &Message) -> BTreeMap<String, AttrValue> {
+    let mut out = BTreeMap::new();
+    let Some(headers) = m.properties.headers.as_ref() else { return out };
+    for (k, v) in headers {
+        if k.starts_with("x-sqs-")
+            || k.starts_with("x-death")
+            || k.starts_with("x-first-death")
+            || k.starts_with("x-last-death")
+        {
+            continue;
+        }
+        let declared = headers.get(&format!("{TYPE_HEADER_PREFIX}{k}")).and_then(FieldValue::as_str);
+        let value = match v {
+            FieldValue::Bytes(b) => AttrValue { data_type: "Binary".into(), string: None, binary: Some(b.to_vec()) },
+            FieldValue::Bool(b) => AttrValue { data_type: "String".into(), string: Some(b.to_string()), binary: None },
+            FieldValue::F32(f) => AttrValue { data_type: "Number".into(), string: Some(f.to_string()), binary: None },
+            FieldValue::F64(f) => AttrValue { data_type: "Number".into(), string: Some(f.to_string()), binary: None },
+            other => match (other.as_str(), other.as_i64()) {
+                (Some(s), _) => AttrValue { data_type: "String".into(), string: Some(s.to_string()), binary: None },
+                (None, Some(n)) => AttrValue { data_type: "Number".into(), string: Some(n.to_string()), binary: None },
+                // Tables, arrays and void have no SQS counterpart.
+                _ => continue,
+            },
+        };
+        let value = match declared {
+            Some(t) => AttrValue { data_type: t.to_string(), ..value },
+            None => value,
+        };
+        out.insert(k.clone(), value);
+        if out.len() >= limits::MAX_ATTRIBUTES {
+            break;
+        }
+    }
+    out
+}
+
+fn parse_message_attributes(v: Option<&Value>) -> Res<BTreeMap<String, AttrValue>> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let m = v.as_object().ok_or_else(|| AwsError::SerializationException("MessageAttributes must be a map".into()))?;
+    if m.len() > limits::MAX_ATTRIBUTES {
+        return Err(AwsError::InvalidParameterValue(format!(
+            "Number of message attributes [{}] exceeds the allowed maximum [10].",
+            m.len()
+        )));
+    }
+    for (name, a) in m {
+        let bad = |why: &str| AwsError::InvalidParameterValue(format!("Message attribute '{name}' {why}"));
+        if name.is_empty()
+            || name.len() > 256
+            || name.starts_with("AWS.")
+            || name.starts_with("Amazon.")
+            || name.starts_with("x-sqs-")
+            || name.starts_with('.')
+            || name.ends_with('.')
+            || name.contains("..")
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(bad("has an invalid name."));
+        }
+        let data_type =
+            a.get("DataType").and_then(Value::as_str).ok_or_else(|| bad("must contain a non-empty attribute type."))?;
+        let base = data_type.split('.').next().unwrap_or_default();
+        let value = match base {
+            "String" | "Number" => {
+                let s = a.get("StringValue").and_then(Value::as_str).ok_or_else(|| {
+                    bad("must contain a non-empty message attribute value for message attribute type 'String'.")
+                })?;
+                if s.is_empty() {
+                    return Err(bad("must contain a non-empty value."));
+                }
+                if base == "Number" && s.parse::<f64>().is_err() {
+                    return Err(bad("has an invalid number value."));
+                }
+                AttrValue { data_type: data_type.to_string(), string: Some(s.to_string()), binary: None }
+            }
+            "Binary" => {
+                let b64 = a
+                    .get("BinaryValue")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("must contain a non-empty binary value."))?;
+                let b = STANDARD.decode(b64).map_err(|_| bad("has an invalid base64 binary value."))?;
+                AttrValue { data_type: data_type.to_string(), string: None, binary: Some(b) }
+            }
+            _ => {
+                return Err(bad(
+                    "has an invalid message attribute type, the set of supported type prefixes is Binary, Number, and String.",
+                ));
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// The entries of a batch request, checked for count and ids.
+fn batch_entries<'a>(input: &'a Value, entry_name: &str) -> Res<&'a Vec<Value>> {
+    let entries = input
+        .get("Entries")
+        .ok_or_else(|| AwsError::MissingParameter("Entries".into()))?
+        .as_array()
+        .ok_or_else(|| AwsError::SerializationException("Entries must be a list".into()))?;
+    if entries.is_empty() {
+        return Err(AwsError::EmptyBatchRequest(entry_name.to_string()));
+    }
+    if entries.len() > limits::MAX_BATCH {
+        return Err(AwsError::TooManyEntriesInBatchRequest(entries.len()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in entries {
+        let id = e.get("Id").and_then(Value::as_str).ok_or_else(|| AwsError::MissingParameter("Id".into()))?;
+        if id.is_empty() || id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(AwsError::InvalidBatchEntryId);
+        }
+        if !seen.insert(id) {
+            return Err(AwsError::BatchEntryIdsNotDistinct(id.to_string()));
+        }
+    }
+    Ok(entries)
+}
+
+fn req_str<'a>(input: &'a Value, key: &str) -> Res<&'a str> {
+    opt_str(input, key)?.ok_or_else(|| AwsError::MissingParameter(key.to_string()))
+}
+
+fn opt_str<'a>(input: &'a Value, key: &str) -> Res<Option<&'a str>> {
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(AwsError::SerializationException(format!("{key} must be a string"))),
+    }
+}
+
+fn opt_int(input: &Value, key: &str) -> Res<Option<i64>> {
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            n.as_i64().map(Some).ok_or_else(|| AwsError::SerializationException(format!("{key} must be an integer")))
+        }
+        Some(_) => Err(AwsError::SerializationException(format!("{key} must be an integer"))),
+    }
+}
+
+fn opt_str_list(input: &Value, key: &str) -> Res<Option<Vec<String>>> {
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::SerializationException(format!("{key} must be a list of strings")))
+            })
+            .collect::<Res<Vec<_>>>()
+            .map(Some),
+        Some(_) => Err(AwsError::SerializationException(format!("{key} must be a list"))),
+    }
+}
+
+fn string_map(v: Option<&Value>, key: &str) -> Res<BTreeMap<String, String>> {
+    match v {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|s| (k.clone(), s.to_string()))
+                    .ok_or_else(|| AwsError::SerializationException(format!("{key} values must be strings")))
+            })
+            .collect(),
+        Some(_) => Err(AwsError::SerializationException(format!("{key} must be a map"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_handle_round_trips_and_rejects_garbage() {
+        let h = Handle { queue: "orders".into(), lease: 42, received_at: 1_700_000_000_000 };
+        assert_eq!(Handle::decode(&h.encode()), Some(h));
+        assert_eq!(Handle::decode("not-a-handle"), None);
+        assert_eq!(Handle::decode(&URL_SAFE_NO_PAD.encode("v2\nq\n1\n2")), None);
+    }
+
+    #[test]
+    fn queue_names_follow_sqs_rules() {
+        assert!(check_queue_name("orders-1_a").is_ok());
+        assert!(check_queue_name("orders.fifo").is_ok());
+        assert!(check_queue_name("").is_err());
+        assert!(check_queue_name("a.b").is_err());
+        assert!(check_queue_name(&"x".repeat(81)).is_err());
+    }
+
+    #[test]
+    fn redrive_policy_maps_to_dead_lettering() {
+        let mut attrs = BTreeMap::new();
+        attrs.insert(
+            "RedrivePolicy".to_string(),
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":"3"}"#.to_string(),
+        );
+        let args = queue_arguments(&attrs).expect("valid");
+        assert_eq!(args.get("x-dead-letter-routing-key").and_then(FieldValue::as_str), Some("dlq"));
+        assert_eq!(args.get("x-delivery-limit").and_then(FieldValue::as_i64), Some(2));
+        assert!(parse_redrive(r#"{"deadLetterTargetArn":"arn:x:dlq","maxReceiveCount":0}"#).is_err());
+    }
+
+    #[test]
+    fn attribute_normalisation_validates_ranges() {
+        let mut given = BTreeMap::new();
+        given.insert("VisibilityTimeout".to_string(), "043".to_string());
+        assert_eq!(
+            normalize_attributes("q", &given, true).expect("valid").get("VisibilityTimeout").map(String::as_str),
+            Some("43")
+        );
+        given.insert("VisibilityTimeout".to_string(), "43201".to_string());
+        assert!(normalize_attributes("q", &given, true).is_err());
+        let mut fifo = BTreeMap::new();
+        fifo.insert("FifoQueue".to_string(), "true".to_string());
+        assert!(normalize_attributes("q", &fifo, true).is_err());
+        assert!(normalize_attributes("q.fifo", &fifo, true).is_ok());
+        assert!(normalize_attributes("q.fifo", &BTreeMap::new(), true).is_err());
+    }
+
+    #[test]
+    fn body_characters_follow_the_xml_set() {
+        assert!(valid_body_char('a') && valid_body_char('\n') && valid_body_char('\u{1F600}'));
+        assert!(!valid_body_char('\u{0}') && !valid_body_char('\u{FFFF}'));
+    }
+
+    #[test]
+    fn attribute_name_patterns() {
+        assert!(attribute_selected("All", "x"));
+        assert!(attribute_selected(".*", "x"));
+        assert!(attribute_selected("foo.*", "foo.bar"));
+        assert!(!attribute_selected("foo.*", "foobar"));
+        assert!(attribute_selected("x", "x"));
+    }
+}

@@ -1,0 +1,371 @@
+//! One client connection: CONNECT, session takeover, the read/deliver/write loop,
+//! keep-alive, memory-alarm blocking, will messages and the close sequence.
+//!
+//! This is the only file in the bridge that does I/O. Each loop turn reads what
+//! the socket has, handles every whole packet, takes the deliveries the core queued
+//! for this session, and writes everything in one go. Backpressure is structural:
+//! while a write is pending nothing is read, and a publishing client is not read
+//! at all while the broker's memory alarm is on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchyard::queue::ConsumerEvent;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{self, Connect, DecodeError, Packet, Properties, Protocol, Reasoned};
+use crate::error::{CloseReason, Violation, reason};
+use crate::session::{Session, authorize, connack};
+use crate::shared::Shared;
+
+/// Most consumer events handled per loop turn, so reads are not starved.
+const EVENTS_PER_TURN: usize = 256;
+/// How long a new connection waits for the one it takes over to release the session.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// A read buffer this much larger than needed is given back when empty.
+const IDLE_BUFFER: usize = 16 * 1024;
+
+/// Serve one accepted client until it disconnects, fails, is taken over, or
+/// `shutdown` fires.
+pub async fn serve_connection<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let connection = shared.broker.next_connection_id();
+    let mut buf = BytesMut::new();
+    let reason = match read_connect(&mut stream, &mut buf, &shared, &shutdown).await {
+        Ok(Some(connect)) => run(stream, buf, peer, shared, shutdown, connection, *connect).await,
+        Ok(None) => CloseReason::PeerGone,
+        Err(reason) => reason,
+    };
+    tracing::debug!(connection, %peer, ?reason, "mqtt connection closed");
+}
+
+/// Read until CONNECT, answering what must be answered before a session exists.
+async fn read_connect<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<Option<Box<Connect>>, CloseReason>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + Duration::from_secs(shared.cfg.connect_timeout.max(1));
+    let max = shared.cfg.max_packet_size_unauthenticated.max(64) as usize;
+    loop {
+        match codec::decode(buf, None, max) {
+            Ok(Some(Packet::Connect(c))) => return Ok(Some(c)),
+            Ok(Some(_)) => return Err(CloseReason::ProtocolError),
+            Ok(None) => {}
+            Err(DecodeError::UnsupportedProtocol { level }) => {
+                // MQTT-3.1.2-2: "unacceptable protocol version", in the 3.1.1 format every
+                // version can read (Mosquitto does the same).
+                let _ = level;
+                let protocol = Protocol::V311;
+                let mut out = BytesMut::new();
+                connack(protocol, false, reason::UNSUPPORTED_PROTOCOL_VERSION, Properties::default())
+                    .encode(protocol, &mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(CloseReason::ConnectRefused);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad packet before CONNECT");
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(CloseReason::Shutdown),
+            _ = tokio::time::sleep_until(deadline) => return Err(CloseReason::ConnectTimeout),
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Why the main loop stopped.
+enum Exit {
+    /// DISCONNECT from the client; `will` = publish the will anyway (reason 0x04).
+    Disconnected { will: bool },
+    /// Anything else.
+    Closed(CloseReason),
+}
+
+async fn run<S>(
+    mut stream: S,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    connection: u64,
+    connect: Connect,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let protocol = connect.protocol;
+    let refuse = |code: u8| {
+        let mut out = BytesMut::new();
+        connack(protocol, false, code, Properties::default()).encode(protocol, &mut out);
+        out
+    };
+    let accepted = match authorize(&shared, &connect, Some(peer.ip())) {
+        Ok(a) => a,
+        Err((code, text)) => {
+            tracing::info!(connection, %peer, user = ?connect.username, "mqtt connection refused: {text}");
+            let _ = stream.write_all(&refuse(code)).await;
+            return CloseReason::ConnectRefused;
+        }
+    };
+    let kick = CancellationToken::new();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (slot, previous) = shared.attach(accepted.vhost.name(), &accepted.client_id, connection, kick.clone(), done_rx);
+    if let Some(prev) = previous {
+        // The previous connection releases its consumers and leases first, so this
+        // one finds the session queue free.
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, prev).await;
+    }
+    let synced = *shared.broker.message_log().synced().borrow();
+    let vhost_name = accepted.vhost.name().to_string();
+    let client_id = accepted.client_id.clone();
+    let assigned = accepted.assigned;
+    let (mut session, session_present) =
+        match Session::open(Arc::clone(&shared), &connect, accepted, connection, Arc::clone(&slot), synced) {
+            Ok(opened) => opened,
+            Err(v) => {
+                tracing::info!(connection, %peer, client = %client_id, "mqtt session not opened: {v}");
+                let _ = stream.write_all(&refuse(v.reason)).await;
+                shared.broker.connection_closed(connection);
+                shared.detach(&vhost_name, &client_id, &slot, connection, false);
+                drop(done_tx);
+                return CloseReason::ConnectRefused;
+            }
+        };
+    let (props, keep_alive) = session.connack_properties(assigned, connect.keep_alive);
+    // CONNACK goes before anything the session queued while opening (PUBREL resends).
+    let mut head = BytesMut::new();
+    connack(protocol, session_present, reason::SUCCESS, props).encode(protocol, &mut head);
+    head.extend_from_slice(&session.out);
+    session.out = head;
+    tracing::debug!(connection, %peer, client = %session.client_id, ?protocol, "mqtt session open");
+
+    let mut events = session.new_events.take();
+    let exit = main_loop(&mut stream, &mut buf, &mut session, &mut events, &shared, &shutdown, &kick, keep_alive).await;
+
+    // Close sequence.
+    let (publish_will, reason) = match exit {
+        Exit::Disconnected { will } => (will, CloseReason::ClientDisconnected),
+        Exit::Closed(r) => (true, r),
+    };
+    if protocol.is_v5() {
+        let code = match reason {
+            CloseReason::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            CloseReason::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            CloseReason::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            _ => None,
+        };
+        if let Some(code) = code {
+            Packet::Disconnect(Reasoned { reason: code, properties: Properties::default() })
+                .encode(protocol, &mut session.out);
+        }
+    }
+    if !session.out.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all_buf(&mut session.out)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    // Deliveries already queued for this session go back to their queues.
+    session.release();
+    if events.is_none() {
+        events = session.new_events.take();
+    }
+    while let Some(Ok(ev)) = events.as_mut().map(|e| e.try_recv()) {
+        if let ConsumerEvent::Deliver { queue, delivery, .. } = ev
+            && let Some(lease) = delivery.lease
+        {
+            let (vhost, _) = session.will_context();
+            vhost.settle(&queue, lease, switchyard::vhost::Outcome::Requeue);
+        }
+    }
+    let delay = session.will_delay();
+    if publish_will && let Some(will) = session.will.take() {
+        let (vhost, ctx) = session.will_context();
+        if reason == CloseReason::TakenOver && delay > 0 {
+            // The session goes on in the new connection, so the delayed will never fires.
+        } else if delay == 0 {
+            Session::will_publish(&shared, &vhost, &ctx, &will);
+        } else {
+            let timer = CancellationToken::new();
+            slot.state.lock().will_timer = Some(timer.clone());
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = timer.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(delay.into())) => {
+                        Session::will_publish(&shared, &vhost, &ctx, &will);
+                    }
+                }
+            });
+        }
+    }
+    shared.broker.connection_closed(connection);
+    let keep = session.persistent;
+    shared.detach(&vhost_name, &client_id, &slot, connection, keep);
+    drop(done_tx);
+    reason
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn main_loop<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    session: &mut Session,
+    events: &mut Option<mpsc::UnboundedReceiver<ConsumerEvent>>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    kick: &CancellationToken,
+    keep_alive: u16,
+) -> Exit
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max = shared.cfg.max_packet_size.max(64) as usize;
+    let mut blocked = shared.broker.memory().subscribe();
+    let mut synced = shared.broker.message_log().synced();
+    let mut retained_durable = shared.retained(session.vhost_name()).durable();
+    session.retained_durable = *retained_durable.borrow_and_update();
+    session.synced = *synced.borrow_and_update();
+    // MQTT-3.1.2-24: one and a half keep-alive periods without a packet end the connection.
+    let timeout = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let mut last_read = Instant::now();
+    let mut published = false;
+    loop {
+        if !session.out.is_empty() {
+            if let Err(e) = stream.write_all_buf(&mut session.out).await {
+                tracing::debug!(error = %e, "mqtt write failed");
+                return Exit::Closed(CloseReason::PeerGone);
+            }
+            session.report_written();
+            if session.out.capacity() > IDLE_BUFFER {
+                session.out = BytesMut::new();
+            }
+        }
+        if let Some(rx) = session.new_events.take() {
+            *events = Some(rx);
+        }
+        let paused = published && *blocked.borrow();
+        let keep_alive_deadline = timeout.map(|t| last_read + t);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Exit::Closed(CloseReason::Shutdown),
+            _ = kick.cancelled() => return Exit::Closed(CloseReason::TakenOver),
+            read = stream.read_buf(buf), if !paused => {
+                match read {
+                    Ok(0) | Err(_) => return Exit::Closed(CloseReason::PeerGone),
+                    Ok(_) => {}
+                }
+                last_read = Instant::now();
+                loop {
+                    match codec::decode(buf, Some(session.protocol), max) {
+                        Ok(Some(Packet::Disconnect(d))) => {
+                            return match session.disconnect(&d) {
+                                Ok(will) => Exit::Disconnected { will },
+                                Err(v) => fail(session, v),
+                            };
+                        }
+                        Ok(Some(packet)) => {
+                            published |= matches!(packet, Packet::Publish(_));
+                            if let Err(v) = session.handle(packet) {
+                                return fail(session, v);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return fail(session, Violation::from(e)),
+                    }
+                }
+                if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+                    *buf = BytesMut::new();
+                }
+            }
+            Some(ev) = recv_opt(events) => {
+                handle_event(session, ev);
+                for _ in 1..EVENTS_PER_TURN {
+                    match events.as_mut().map(|e| e.try_recv()) {
+                        Some(Ok(ev)) => handle_event(session, ev),
+                        _ => break,
+                    }
+                }
+            }
+            // Only sessions with acks waiting for durability watch the fsyncs, so idle
+            // connections are not woken by every other client's writes.
+            changed = synced.changed(), if session.waits_for_sync() => {
+                if changed.is_ok() {
+                    session.synced = *synced.borrow_and_update();
+                    session.release_acks();
+                }
+            }
+            changed = wait_retained(&mut retained_durable), if session.waits_for_retained() => {
+                if let Some(g) = changed {
+                    session.retained_durable = g;
+                    session.release_acks();
+                }
+            }
+            changed = blocked.changed() => {
+                if changed.is_err() {
+                    return Exit::Closed(CloseReason::ServerError);
+                }
+            }
+            _ = sleep_until_opt(keep_alive_deadline) => {
+                tracing::debug!(client = %session.client_id, "keep alive timeout");
+                return Exit::Closed(CloseReason::KeepAliveTimeout);
+            }
+        }
+    }
+}
+
+async fn wait_retained(rx: &mut tokio::sync::watch::Receiver<u64>) -> Option<u64> {
+    match rx.changed().await {
+        Ok(()) => Some(*rx.borrow_and_update()),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(events: &mut Option<mpsc::UnboundedReceiver<ConsumerEvent>>) -> Option<ConsumerEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// End the connection for a violation: MQTT 5 gets a DISCONNECT with the reason first.
+fn fail(session: &mut Session, v: Violation) -> Exit {
+    tracing::debug!(client = %session.client_id, reason = v.reason, text = %v.text, "closing mqtt connection");
+    if session.protocol.is_v5() {
+        let mut properties = Properties::default();
+        if session.problem_info() {
+            properties.reason_string = Some(v.text.clone());
+        }
+        Packet::Disconnect(Reasoned { reason: v.reason, properties }).encode(session.protocol, &mut session.out);
+    }
+    Exit::Closed(CloseReason::ProtocolError)
+}
+
+fn handle_event(session: &mut Session, ev: ConsumerEvent) {
+    match ev {
+        ConsumerEvent::Deliver { consumer, queue, delivery } => session.deliver(consumer, queue, delivery),
+        ConsumerEvent::Cancelled { consumer } => session.consumer_cancelled(consumer),
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""One queue, two protocols: an SQS queue is the AMQP queue of the same name.
+SQS SendMessage -> pika basic.get (attributes become headers), pika publish -> SQS
+ReceiveMessage (headers become attributes), and an AMQP delivery never acked comes back
+to SQS after the queue's visibility timeout."""
+
+import os
+import time
+
+import pika
+
+from _sqs_common import check, client, eq, main, name, test
+
+sqs = client()
+
+
+def amqp():
+    return pika.BlockingConnection(pika.URLParameters(os.environ["AMQP_URL"]))
+
+
+@test
+def sqs_send_amqp_consume():
+    n = name("x2a")
+    url = sqs.create_queue(QueueName=n)["QueueUrl"]
+    sent = sqs.send_message(
+        QueueUrl=url,
+        MessageBody="from sqs",
+        MessageAttributes={
+            "colour": {"DataType": "String", "StringValue": "red"},
+            "n": {"DataType": "Number", "StringValue": "7"},
+            "raw": {"DataType": "Binary", "BinaryValue": b"\x01\x02"},
+        },
+    )
+    conn = amqp()
+    ch = conn.channel()
+    # Declaring it passively from AMQP finds the SQS queue.
+    ok = ch.queue_declare(queue=n, passive=True)
+    eq(ok.method.message_count, 1, "one ready message seen from AMQP")
+    method, props, body = ch.basic_get(queue=n, auto_ack=False)
+    eq(body, b"from sqs", "body")
+    eq(props.message_id, sent["MessageId"], "message id")
+    eq(props.delivery_mode, 2, "persistent")
+    eq(props.headers["colour"], b"red" if isinstance(props.headers["colour"], bytes) else "red", "string attribute")
+    eq(props.headers["x-sqs-type.n"] in ("Number", b"Number"), True, "number type recorded")
+    ch.basic_ack(method.delivery_tag)
+    conn.close()
+    eq(sqs.receive_message(QueueUrl=url).get("Messages"), None, "acked via AMQP = deleted")
+    sqs.delete_queue(QueueUrl=url)
+
+
+@test
+def amqp_publish_sqs_receive():
+    n = name("a2x")
+    url = sqs.create_queue(QueueName=n)["QueueUrl"]
+    conn = amqp()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish(
+        exchange="",
+        routing_key=n,
+        body=b"from amqp",
+        properties=pika.BasicProperties(
+            delivery_mode=2, message_id="amqp-1", headers={"colour": "blue", "count": 5}
+        ),
+    )
+    conn.close()
+    m = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])["Messages"][0]
+    eq(m["Body"], "from amqp", "body")
+    eq(m["MessageId"], "amqp-1", "AMQP message-id is the SQS MessageId")
+    eq(m["MessageAttributes"]["colour"], {"DataType": "String", "StringValue": "blue"}, "string header")
+    eq(m["MessageAttributes"]["count"], {"DataType": "Number", "StringValue": "5"}, "integer header")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    sqs.delete_queue(QueueUrl=url)
+
+
+@test
+def unacked_amqp_delivery_returns_after_visibility_timeout():
+    n = name("lease")
+    url = sqs.create_queue(QueueName=n, Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="hold")
+    conn = amqp()
+    ch = conn.channel()
+    method, _, body = ch.basic_get(queue=n, auto_ack=False)
+    eq(body, b"hold", "AMQP got it")
+    t0 = time.monotonic()
+    m = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, AttributeNames=["ApproximateReceiveCount"])["Messages"][0]
+    check(time.monotonic() - t0 < 3, "back after about 1 s", time.monotonic() - t0)
+    eq(m["Attributes"]["ApproximateReceiveCount"], "2", "second delivery")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    conn.close()
+    sqs.delete_queue(QueueUrl=url)
+
+
+main()
