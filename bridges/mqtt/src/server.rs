@@ -3,20 +3,14 @@
 //! `DISCONNECT 0x8B`) and waits for them, bounded by a grace period.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchyard::BrokerHandle;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::MqttConfig;
 use crate::conn::serve_connection;
 use crate::shared::Shared;
-
-/// How long connections get to finish after shutdown is signalled.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serve MQTT on `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -25,42 +19,10 @@ pub async fn serve(
     cfg: MqttConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let max_connections = cfg.max_connections;
     let shared = Shared::new(broker, cfg);
-    let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "mqtt accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        let token = shutdown.child_token();
-        tracker.spawn(async move {
-            serve_connection(stream, peer, shared, token).await;
-            drop(permit);
-        });
-    }
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!(remaining = tracker.len(), "mqtt connections still open after the grace period");
-    }
-    Ok(())
+    switchyard_kit::serve_tcp(listener, "mqtt", max_connections, shutdown, move |stream, peer, token| {
+        serve_connection(stream, peer, Arc::clone(&shared), token)
+    })
+    .await
 }
