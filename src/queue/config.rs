@@ -68,6 +68,9 @@ pub struct QueueConfig {
     pub dedup_window: Millis,
     /// `x-queue-type`.
     pub queue_type: QueueType,
+    /// Expired messages are dropped even with a dead-letter exchange (`x-drop-expired`;
+    /// SQS: retention ends a message, only `maxReceiveCount` redrives it).
+    pub drop_expired: bool,
 }
 
 /// Arguments this broker understands; others are stored and ignored, as RabbitMQ does.
@@ -86,6 +89,7 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-lease-timeout",
     "x-delivery-delay",
     "x-fifo",
+    "x-drop-expired",
 ];
 
 fn invalid_arg(arg: &str, queue: &str, vhost: &str, why: &str) -> CoreError {
@@ -183,6 +187,12 @@ impl QueueConfig {
             None => false,
             Some(v) => v.as_bool().ok_or_else(|| {
                 invalid_arg("x-fifo", queue, vhost, &format!("{{unacceptable_type,{}}}", type_name(v)))
+            })?,
+        };
+        cfg.drop_expired = match args.get("x-drop-expired") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                invalid_arg("x-drop-expired", queue, vhost, &format!("{{unacceptable_type,{}}}", type_name(v)))
             })?,
         };
         cfg.queue_type = match str_arg(args, "x-queue-type", queue, vhost)? {

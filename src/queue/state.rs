@@ -601,14 +601,19 @@ impl QueueState {
     }
 
     fn dead_letter(&self, message: Arc<Message>, reason: DeathReason, fx: &mut Vec<Effect>) {
-        if self.config.dead_letter_exchange.is_some() {
+        if self.wants_dead_letter(reason) {
             fx.push(Effect::DeadLetter { message, reason });
         }
     }
 
+    /// True if a message dying for `reason` goes to the dead-letter exchange.
+    fn wants_dead_letter(&self, reason: DeathReason) -> bool {
+        self.config.dead_letter_exchange.is_some() && !(reason == DeathReason::Expired && self.config.drop_expired)
+    }
+
     /// Dead-letter an entry that may be paged: its body is read back only if a DLX wants it.
     fn dead_letter_entry(&self, entry: Entry, reason: DeathReason, fx: &mut Vec<Effect>) {
-        if self.config.dead_letter_exchange.is_some()
+        if self.wants_dead_letter(reason)
             && let Some(e) = self.page_in(entry)
         {
             fx.push(Effect::DeadLetter { message: e.message, reason });

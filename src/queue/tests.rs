@@ -561,6 +561,34 @@ mod sqs_additions {
         assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["a1", "b1"]);
     }
 
+    #[test]
+    fn drop_expired_skips_dead_lettering_only_for_expiry() {
+        let cfg = QueueConfig {
+            message_ttl: Some(10),
+            dead_letter_exchange: Some(String::new()),
+            delivery_limit: Some(0),
+            drop_expired: true,
+            ..QueueConfig::default()
+        };
+        let mut s = QueueState::new(cfg, 0);
+        let mut fx = Vec::new();
+        s.publish(msg("old"), PublishOptions::default(), None, 0, &mut fx);
+        s.tick(11, &mut fx);
+        assert_eq!(s.counts().ready, 0, "expired");
+        assert!(!fx.iter().any(|e| matches!(e, Effect::DeadLetter { .. })), "expiry is not dead-lettered");
+        s.publish(msg("poison"), PublishOptions::default(), None, 20, &mut fx);
+        let d = s.get(false, Some(25), 20, &mut fx).expect("ready");
+        assert!(d.lease.is_some());
+        s.tick(26, &mut fx);
+        assert!(
+            fx.iter().any(|e| matches!(e, Effect::DeadLetter { reason: DeathReason::DeliveryLimit, .. })),
+            "the delivery limit still dead-letters"
+        );
+        let mut args = FieldTable::new();
+        args.insert("x-drop-expired".into(), FieldValue::Bool(true));
+        assert!(QueueConfig::from_arguments(&args, "q", "/").expect("valid").drop_expired);
+    }
+
     #[tokio::test]
     async fn available_wakes_a_waiter_on_publish_and_on_requeue() {
         let q = queue(false);

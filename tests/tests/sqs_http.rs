@@ -121,6 +121,111 @@ fn json_protocol_round_trip() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+fn form(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body.as_bytes()).expect("write body");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let r = parse(&raw);
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+/// Between `<tag>` and `</tag>`, the first occurrence.
+fn xml_text<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open).unwrap_or_else(|| panic!("no <{tag}> in {xml}")) + open.len();
+    let end = xml[start..].find(&format!("</{tag}>")).expect("closing tag") + start;
+    &xml[start..end]
+}
+
+#[test]
+fn query_protocol_round_trip() {
+    let broker = Broker::start();
+    let addr = aws(&broker);
+    let (status, xml) = form(
+        addr,
+        "/",
+        "Action=CreateQueue&Version=2012-11-05&QueueName=q-xml&Attribute.1.Name=VisibilityTimeout&Attribute.1.Value=9",
+    );
+    assert_eq!(status, 200, "{xml}");
+    assert!(xml.contains("<CreateQueueResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">"), "{xml}");
+    assert_eq!(xml_text(&xml, "QueueUrl"), format!("http://{addr}/000000000000/q-xml"));
+
+    // Posted to the queue URL, without a QueueUrl parameter, as older SDKs do.
+    let (status, xml) = form(
+        addr,
+        "/000000000000/q-xml",
+        "Action=SendMessage&MessageBody=a%3Cb%26c&MessageAttribute.1.Name=k\
+         &MessageAttribute.1.Value.DataType=String&MessageAttribute.1.Value.StringValue=v",
+    );
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(xml_text(&xml, "MD5OfMessageBody").len(), 32);
+
+    let (status, xml) =
+        form(addr, "/000000000000/q-xml", "Action=ReceiveMessage&AttributeName.1=All&MessageAttributeName.1=All");
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(xml_text(&xml, "Body"), "a&lt;b&amp;c");
+    assert!(xml.contains("<Attribute><Name>ApproximateReceiveCount</Name><Value>1</Value></Attribute>"), "{xml}");
+    assert!(xml.contains("<MessageAttribute><Name>k</Name><Value><DataType>String</DataType><StringValue>v</StringValue></Value></MessageAttribute>"), "{xml}");
+    let handle = xml_text(&xml, "ReceiptHandle").to_string();
+
+    let (status, xml) = form(
+        addr,
+        "/",
+        &format!(
+            "Action=DeleteMessageBatch&QueueUrl=http://{addr}/000000000000/q-xml&DeleteMessageBatchRequestEntry.1.Id=a&DeleteMessageBatchRequestEntry.1.ReceiptHandle={handle}"
+        ),
+    );
+    assert_eq!(status, 200, "{xml}");
+    assert!(xml.contains("<DeleteMessageBatchResultEntry><Id>a</Id></DeleteMessageBatchResultEntry>"), "{xml}");
+
+    let (status, xml) = form(addr, "/", "Action=GetQueueUrl&QueueName=missing");
+    assert_eq!(status, 400, "{xml}");
+    assert_eq!(xml_text(&xml, "Code"), "AWS.SimpleQueueService.NonExistentQueue");
+    assert_eq!(xml_text(&xml, "Type"), "Sender");
+}
+
+#[test]
+fn a_handle_from_a_deleted_queue_does_not_touch_its_successor() {
+    let broker = Broker::start();
+    let addr = aws(&broker);
+    let url = format!("http://{addr}/000000000000/reborn");
+    let receive = || {
+        let r = call(addr, "ReceiveMessage", &json!({"QueueUrl": url}));
+        r.json()["Messages"][0]["ReceiptHandle"].as_str().expect("a message").to_string()
+    };
+    for _ in 0..2 {
+        assert_eq!(call(addr, "CreateQueue", &json!({"QueueName": "reborn"})).status, 200);
+        assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": url, "MessageBody": "m"})).status, 200);
+    }
+    let _ = receive();
+    let old = receive();
+    assert_eq!(call(addr, "DeleteQueue", &json!({"QueueUrl": url})).status, 200);
+    assert_eq!(call(addr, "CreateQueue", &json!({"QueueName": "reborn"})).status, 200);
+    for _ in 0..2 {
+        assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": url, "MessageBody": "n"})).status, 200);
+        let _ = receive();
+    }
+    // Same lease ids as before, but another queue instance: the old handle is stale.
+    assert_eq!(call(addr, "DeleteMessage", &json!({"QueueUrl": url, "ReceiptHandle": old})).status, 200);
+    let r =
+        call(addr, "ChangeMessageVisibility", &json!({"QueueUrl": url, "ReceiptHandle": old, "VisibilityTimeout": 0}));
+    assert_eq!(r.error().2, "AWS.SimpleQueueService.MessageNotInflight;Sender");
+    let r = call(
+        addr,
+        "GetQueueAttributes",
+        &json!({"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessagesNotVisible"]}),
+    );
+    assert_eq!(r.json()["Attributes"]["ApproximateNumberOfMessagesNotVisible"], "2", "both new leases still held");
+}
+
 #[test]
 fn malformed_requests_get_aws_errors() {
     let broker = Broker::start_with("[aws]\nmax_body_bytes = 65536\n", &[]);
@@ -139,8 +244,9 @@ fn malformed_requests_get_aws_errors() {
     let r = request(addr, &[("X-Amz-Target", "Bogus_2020.Thing")], b"{}");
     assert_eq!(r.error().1, format!("{sqs}UnknownOperationException"));
 
-    let r = request(addr, &[], b"Action=ListQueues&Version=2012-11-05");
-    assert_eq!(r.status, 400, "query protocol is refused with an AWS error: {r:?}");
+    let r = request(addr, &[], b"Action=NoSuchAction&Version=2012-11-05");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(String::from_utf8_lossy(&r.body).contains("<Code>InvalidAction</Code>"), "{r:?}");
 
     let r = call(addr, "CreateQueue", &json!({}));
     assert_eq!(r.error(), (400, format!("{sqs}MissingParameter"), "MissingParameter;Sender".into()));

@@ -45,9 +45,12 @@ pub fn form_to_input(body: &[u8], path: &str, host: &str) -> Result<(String, Val
     Ok((action, Value::Object(input)))
 }
 
+/// Flattened parameters: `(name, value)` pairs.
+type Params<'a> = Vec<(&'a str, &'a str)>;
+
 /// Groups `Prefix.N.Rest` parameters by `N`, in index order.
-fn by_index<'a>(params: &[(&'a str, &'a str)]) -> Result<BTreeMap<u32, Vec<(&'a str, &'a str)>>, AwsError> {
-    let mut out: BTreeMap<u32, Vec<(&str, &str)>> = BTreeMap::new();
+fn by_index<'a>(params: &[(&'a str, &'a str)]) -> Result<BTreeMap<u32, Params<'a>>, AwsError> {
+    let mut out: BTreeMap<u32, Params<'a>> = BTreeMap::new();
     for (k, v) in params {
         let (n, rest) = k.split_once('.').unwrap_or((k, ""));
         let n: u32 = n.parse().map_err(|_| AwsError::InvalidParameterValue(format!("Bad parameter index in {k}")))?;

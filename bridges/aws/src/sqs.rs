@@ -1,9 +1,11 @@
-//! Amazon SQS (AWS JSON 1.0 protocol) on the core's queues.
+//! Amazon SQS on the core's queues: the actions, in the AWS JSON 1.0 protocol's shapes (the query
+//! protocol converts to and from them, see [`crate::query`]).
 //!
 //! An SQS queue *is* a core queue of the same name in the configured vhost: durable, its
-//! messages persistent, so AMQP `orders` and STOMP `/queue/orders` are the same queue as
-//! `http://host:4566/000000000000/orders`. SQS attributes become queue arguments so they
-//! survive restarts and shape AMQP consumers too:
+//! messages persistent, so AMQP `orders` and STOMP `/amq/queue/orders` are the same queue as
+//! `http://host:4566/000000000000/orders` (STOMP `/queue/` would redeclare it without the SQS
+//! arguments and be refused, as RabbitMQ does; see docs/sqs.md). SQS attributes become queue
+//! arguments so they survive restarts and shape AMQP consumers too:
 //!
 //! | SQS attribute | queue argument |
 //! |---|---|
@@ -11,6 +13,7 @@
 //! | `DelaySeconds` | `x-delivery-delay` (ms) |
 //! | `MessageRetentionPeriod` | `x-message-ttl` (ms) |
 //! | `RedrivePolicy` | `x-dead-letter-exchange` = `""`, `x-dead-letter-routing-key` = DLQ name, `x-delivery-limit` = `maxReceiveCount` − 1 |
+//! | `RedrivePolicy` (also) | `x-drop-expired` = true: retention drops, it does not redrive |
 //! | `FifoQueue` | `x-fifo` |
 //! | all of them, as given | `x-sqs-attributes` (JSON text), plus `x-sqs-created` (epoch s) |
 //!
@@ -111,6 +114,9 @@ pub struct Sqs {
     cfg: AwsConfig,
     overlays: Mutex<HashMap<String, Overlay>>,
     sequence: AtomicU64,
+    /// Random per process: lease ids restart after a restart, so a receipt handle from an
+    /// earlier run must not settle a lease of this one.
+    boot: u64,
 }
 
 type Res<T> = Result<T, AwsError>;
@@ -132,7 +138,8 @@ impl Sqs {
         let ctx = ClientContext { connection: broker.next_connection_id(), user };
         // Sequence numbers keep growing across restarts: start from the clock.
         let sequence = AtomicU64::new(now_ms().saturating_mul(1000));
-        Ok(Sqs { broker, vhost, ctx, cfg, overlays: Mutex::new(HashMap::new()), sequence })
+        let boot = rand::random();
+        Ok(Sqs { broker, vhost, ctx, cfg, overlays: Mutex::new(HashMap::new()), sequence, boot })
     }
 
     /// Runs the JSON-protocol `action` on `body`; `host` builds queue URLs.
@@ -645,8 +652,10 @@ impl Sqs {
                 _ = tokio::time::sleep_until(give_up) => {}
             }
         };
-        let messages: Vec<Value> =
-            deliveries.into_iter().map(|(d, at)| self.render(&name, &d, at, &system, &wanted_attrs)).collect();
+        let messages: Vec<Value> = deliveries
+            .into_iter()
+            .map(|(d, at)| self.render(&name, q.store_id(), &d, at, &system, &wanted_attrs))
+            .collect();
         if messages.is_empty() {
             return Ok(json!({}));
         }
@@ -654,10 +663,24 @@ impl Sqs {
     }
 
     /// One received message in SQS's shape.
-    fn render(&self, queue: &str, d: &Delivery, received_at: Millis, system: &[String], wanted: &[String]) -> Value {
+    fn render(
+        &self,
+        queue: &str,
+        store_id: u64,
+        d: &Delivery,
+        received_at: Millis,
+        system: &[String],
+        wanted: &[String],
+    ) -> Value {
         let m = &d.message;
         let body = String::from_utf8_lossy(&m.body).into_owned();
-        let handle = Handle { queue: queue.to_string(), lease: d.lease.unwrap_or(0), received_at }.encode();
+        let handle = Handle {
+            queue: queue.to_string(),
+            lease: d.lease.unwrap_or(0),
+            received_at,
+            incarnation: self.incarnation(store_id),
+        }
+        .encode();
         let message_id = m.properties.message_id.clone().unwrap_or_else(|| format!("{:032x}", d.seq));
         let mut v = json!({
             "MessageId": message_id,
@@ -730,10 +753,22 @@ impl Sqs {
         Ok(h)
     }
 
+    /// Identifies this process's instance of a queue (lease ids restart with either).
+    fn incarnation(&self, store_id: u64) -> u64 {
+        self.boot ^ store_id.rotate_left(32)
+    }
+
+    /// True if `h` was issued for this instance of `q` (else its lease is long gone).
+    fn current(&self, h: &Handle, q: &Queue) -> bool {
+        h.incarnation == self.incarnation(q.store_id())
+    }
+
     fn delete_one(&self, name: &str, q: &Arc<Queue>, handle: &str) -> Res<()> {
         let h = self.lease_of(name, handle)?;
         // A stale handle (lease already ended) is not an error in SQS.
-        self.vhost.settle(q, h.lease, Outcome::Ack);
+        if self.current(&h, q) {
+            self.vhost.settle(q, h.lease, Outcome::Ack);
+        }
         Ok(())
     }
 
@@ -772,6 +807,9 @@ impl Sqs {
             return Err(AwsError::InvalidParameterValue(format!(
                 "Value {t} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]"
             )));
+        }
+        if !self.current(&h, q) {
+            return Err(AwsError::MessageNotInflight(handle.to_string()));
         }
         let (found, fx) = q.set_lease_deadline(h.lease, Some(deadline));
         self.vhost.handle(q, fx);
@@ -817,17 +855,20 @@ struct Prepared {
     fifo: bool,
 }
 
-/// What a receipt handle encodes.
+/// What a receipt handle encodes: the queue, the lease, the receive time (12-hour cap) and
+/// the queue instance (process and queue incarnation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Handle {
     queue: String,
     lease: u64,
     received_at: Millis,
+    incarnation: u64,
 }
 
 impl Handle {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1\n{}\n{}\n{}", self.queue, self.lease, self.received_at))
+        let Handle { queue, lease, received_at, incarnation } = self;
+        URL_SAFE_NO_PAD.encode(format!("v1\n{queue}\n{lease}\n{received_at}\n{incarnation:x}"))
     }
 
     fn decode(s: &str) -> Option<Handle> {
@@ -839,10 +880,11 @@ impl Handle {
         let queue = parts.next()?.to_string();
         let lease = parts.next()?.parse().ok()?;
         let received_at = parts.next()?.parse().ok()?;
+        let incarnation = u64::from_str_radix(parts.next()?, 16).ok()?;
         if parts.next().is_some() {
             return None;
         }
-        Some(Handle { queue, lease, received_at })
+        Some(Handle { queue, lease, received_at, incarnation })
     }
 }
 
@@ -1020,6 +1062,8 @@ fn queue_arguments(attrs: &BTreeMap<String, String>) -> Res<FieldTable> {
         // The core dead-letters a returned message whose delivery count is over the limit;
         // SQS moves it once its receive count reaches maxReceiveCount.
         args.insert("x-delivery-limit".into(), FieldValue::I64(count - 1));
+        // Retention drops a message; only the receive count sends it to the DLQ.
+        args.insert("x-drop-expired".into(), FieldValue::Bool(true));
     }
     Ok(args)
 }
@@ -1216,7 +1260,7 @@ mod tests {
 
     #[test]
     fn receipt_handle_round_trips_and_rejects_garbage() {
-        let h = Handle { queue: "orders".into(), lease: 42, received_at: 1_700_000_000_000 };
+        let h = Handle { queue: "orders".into(), lease: 42, received_at: 1_700_000_000_000, incarnation: u64::MAX };
         assert_eq!(Handle::decode(&h.encode()), Some(h));
         assert_eq!(Handle::decode("not-a-handle"), None);
         assert_eq!(Handle::decode(&URL_SAFE_NO_PAD.encode("v2\nq\n1\n2")), None);

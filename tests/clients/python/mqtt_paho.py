@@ -26,9 +26,11 @@ def qos_levels_and_wildcards_every_version():
         pub.publish(base + "/all", b"parent", 2)
         pub.publish(base + "/a/y", b"nomatch", 1)
         got = [sub.message() for _ in range(4)]
-        eq([(m.topic, m.qos, m.payload) for m in got],
-           [(base + "/a/x", 0, b"q0"), (base + "/b/x", 1, b"q1"), (base + "/c/x", 2, b"q2"),
-            (base + "/all", 1, b"parent")], "deliveries (%s)" % proto)
+        # MQTT orders messages per topic, not across topics (a QoS 2 publish is routed on
+        # PUBREL), so compare as a set.
+        eq(sorted((m.topic, m.qos, m.payload) for m in got),
+           sorted([(base + "/a/x", 0, b"q0"), (base + "/b/x", 1, b"q1"), (base + "/c/x", 2, b"q2"),
+                   (base + "/all", 1, b"parent")]), "deliveries (%s)" % proto)
         sub.no_message()
         sub.disconnect()
         pub.disconnect()

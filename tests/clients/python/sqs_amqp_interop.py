@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""One queue, two protocols: an SQS queue is the AMQP queue of the same name.
+"""One queue, three protocols: an SQS queue is the AMQP queue and STOMP /amq/queue/ of that name.
 SQS SendMessage -> pika basic.get (attributes become headers), pika publish -> SQS
 ReceiveMessage (headers become attributes), and an AMQP delivery never acked comes back
-to SQS after the queue's visibility timeout."""
+to SQS after the queue's visibility timeout; STOMP SEND -> SQS receive and delete."""
 
 import os
 import time
 
 import pika
+import stomp
 
 from _sqs_common import check, client, eq, main, name, test
 
@@ -88,6 +89,25 @@ def unacked_amqp_delivery_returns_after_visibility_timeout():
     eq(m["Attributes"]["ApproximateReceiveCount"], "2", "second delivery")
     sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     conn.close()
+    sqs.delete_queue(QueueUrl=url)
+
+
+@test
+def stomp_send_sqs_receive_and_delete():
+    n = name("s2x")
+    url = sqs.create_queue(QueueName=n)["QueueUrl"]
+    c = stomp.Connection([(os.environ["STOMP_HOST"], int(os.environ["STOMP_PORT"]))])
+    c.connect("guest", "guest", wait=True, headers={"host": "/"})
+    # /amq/queue/ publishes to an existing queue without declaring it; /queue/ would declare
+    # it without the SQS queue's x- arguments and get precondition_failed, as in RabbitMQ.
+    c.send(destination="/amq/queue/" + n, body="from stomp", headers={"colour": "green", "persistent": "true"})
+    c.disconnect()
+    m = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, MessageAttributeNames=["colour"])["Messages"][0]
+    eq(m["Body"], "from stomp", "body")
+    eq(m["MessageAttributes"]["colour"], {"DataType": "String", "StringValue": "green"}, "STOMP header")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    eq((a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]), ("0", "0"), "deleted")
     sqs.delete_queue(QueueUrl=url)
 
 

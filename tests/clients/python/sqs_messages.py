@@ -195,4 +195,28 @@ def delays_per_queue_and_per_message():
     sqs.delete_queue(QueueUrl=url)
 
 
+@test
+def concurrent_receivers_never_share_a_message():
+    url = new_queue("conc", VisibilityTimeout=60)
+    for b in range(10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "%d-%d" % (b, i)} for i in range(10)])
+    seen, lock = [], threading.Lock()
+
+    def drain():
+        c = client()
+        while True:
+            got = c.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return
+            with lock:
+                seen.extend(m["Body"] for m in got)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join(20) for t in threads]
+    eq(len(seen), 100, "every message received")
+    eq(len(set(seen)), 100, "none received twice")
+    sqs.delete_queue(QueueUrl=url)
+
+
 main()
