@@ -844,6 +844,21 @@ impl VHost {
         self.handle(queue, fx);
     }
 
+    /// Report a front-end's written deliveries, one entry per delivery, grouped here so
+    /// each (queue, consumer) pair is told once per batch.
+    pub fn written_batch(&self, mut batch: Vec<(Arc<Queue>, ConsumerId)>) {
+        batch.sort_by_key(|(q, c)| (Arc::as_ptr(q) as usize, *c));
+        let mut i = 0;
+        while i < batch.len() {
+            let mut j = i + 1;
+            while j < batch.len() && Arc::ptr_eq(&batch[j].0, &batch[i].0) && batch[j].1 == batch[i].1 {
+                j += 1;
+            }
+            self.written(&batch[i].0, batch[i].1, (j - i) as u32);
+            i = j;
+        }
+    }
+
     /// Re-run delivery on a queue (its consumer's shared credit got room).
     pub fn kick(&self, queue: &Arc<Queue>) {
         let fx = queue.kick();

@@ -639,17 +639,7 @@ impl Conn {
         if st.written.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut st.written);
-        batch.sort_by_key(|(q, c)| (Arc::as_ptr(q) as usize, *c));
-        let mut i = 0;
-        while i < batch.len() {
-            let mut j = i + 1;
-            while j < batch.len() && Arc::ptr_eq(&batch[j].0, &batch[i].0) && batch[j].1 == batch[i].1 {
-                j += 1;
-            }
-            st.vhost.written(&batch[i].0, batch[i].1, (j - i) as u32);
-            i = j;
-        }
+        st.vhost.written_batch(std::mem::take(&mut st.written));
     }
 
     fn release_confirms(&mut self, synced: switchyard::store::Lsn) {
