@@ -48,22 +48,7 @@ enum Phase {
     Done,
 }
 
-/// Why a connection ended, for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed it.
-    ClientClosed,
-    /// The peer went away without closing.
-    PeerGone,
-    /// A protocol error closed it.
-    ProtocolError,
-    /// Heartbeats were missed.
-    HeartbeatTimeout,
-    /// The handshake took too long.
-    HandshakeTimeout,
-    /// The broker is shutting down.
-    Shutdown,
-}
+pub use switchyard_kit::CloseReason;
 
 struct Conn {
     broker: BrokerHandle,

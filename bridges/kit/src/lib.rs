@@ -14,6 +14,24 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Why a connection ended, for logs (NATS's `ClosedState`). Shared so every
+/// front-end reports the same reasons under the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it (AMQP `connection.close`, STOMP DISCONNECT).
+    ClientClosed,
+    /// The peer went away without closing.
+    PeerGone,
+    /// A protocol error closed it.
+    ProtocolError,
+    /// Heartbeats from the client stopped.
+    HeartbeatTimeout,
+    /// The client did not finish its handshake in time.
+    HandshakeTimeout,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
 /// How long connections get to finish after shutdown is signalled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

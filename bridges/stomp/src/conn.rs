@@ -38,22 +38,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// A client missing heart-beats is given this many intervals before it is dropped.
 const HEART_BEAT_GRACE: u32 = 2;
 
-/// Why a connection ended, for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// DISCONNECT.
-    ClientClosed,
-    /// The peer went away without DISCONNECT.
-    PeerGone,
-    /// We sent an ERROR.
-    ProtocolError,
-    /// Heart-beats from the client stopped.
-    HeartbeatTimeout,
-    /// No CONNECT in time.
-    HandshakeTimeout,
-    /// The broker is shutting down.
-    Shutdown,
-}
+pub use switchyard_kit::CloseReason;
 
 /// Serve one accepted client until it disconnects, fails, or `shutdown` fires.
 pub async fn serve_connection<S>(
