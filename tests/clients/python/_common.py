@@ -18,28 +18,9 @@ import os
 import sys
 
 
-def _bootstrap_venv():
-    """If pika is not importable, re-exec with the venv made by setup.sh."""
-    try:
-        import pika  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if os.environ.get("_SWITCHYARD_REEXEC"):
-        sys.stderr.write("pika not importable even inside the client venv; run tests/clients/setup.sh\n")
-        sys.exit(1)
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.abspath(os.path.join(here, "..", "..", ".."))
-    env = os.environ.get("SWITCHYARD_CLIENT_ENV") or os.path.join(repo, "target", "client-env")
-    py = os.path.join(env, "py", "bin", "python3")
-    if not os.path.exists(py):
-        sys.stderr.write("pika is not installed and %s does not exist; run tests/clients/setup.sh\n" % py)
-        sys.exit(1)
-    os.environ["_SWITCHYARD_REEXEC"] = "1"
-    os.execv(py, [py] + sys.argv)
+from _venv import bootstrap  # noqa: E402
 
-
-_bootstrap_venv()
+bootstrap("pika")
 
 import threading  # noqa: E402
 import time  # noqa: E402
