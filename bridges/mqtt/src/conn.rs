@@ -27,8 +27,14 @@ use crate::shared::Shared;
 const EVENTS_PER_TURN: usize = 256;
 /// How long a new connection waits for the one it takes over to release the session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
-/// A read buffer this much larger than needed is given back when empty.
+/// A write buffer this much larger than needed is given back when empty.
 const IDLE_BUFFER: usize = 16 * 1024;
+/// Room made in the read buffer before each read, so a busy publisher's packets arrive in a
+/// few large reads rather than many small ones (each read is a syscall).
+const READ_CHUNK: usize = 16 * 1024;
+/// A read smaller than this that leaves nothing buffered marks the connection as quiet: its
+/// read buffer is given back, so idle connections hold no buffer at all.
+const QUIET_READ: usize = 2 * 1024;
 
 /// Serve one accepted client until it disconnects, fails, is taken over, or
 /// `shutdown` fires.
@@ -265,11 +271,11 @@ where
             biased;
             _ = shutdown.cancelled() => return Exit::Closed(CloseReason::Shutdown),
             _ = kick.cancelled() => return Exit::Closed(CloseReason::TakenOver),
-            read = stream.read_buf(buf), if !paused => {
-                match read {
+            read = read_some(stream, buf), if !paused => {
+                let read = match read {
                     Ok(0) | Err(_) => return Exit::Closed(CloseReason::PeerGone),
-                    Ok(_) => {}
-                }
+                    Ok(n) => n,
+                };
                 last_read = Instant::now();
                 loop {
                     match codec::decode(buf, Some(session.protocol), max) {
@@ -289,7 +295,7 @@ where
                         Err(e) => return fail(session, Violation::from(e)),
                     }
                 }
-                if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+                if buf.is_empty() && read < QUIET_READ {
                     *buf = BytesMut::new();
                 }
             }
@@ -327,6 +333,14 @@ where
             }
         }
     }
+}
+
+/// Reads once into `buf`, first making room for [`READ_CHUNK`] bytes when less is spare.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < QUIET_READ {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.read_buf(buf).await
 }
 
 async fn wait_retained(rx: &mut tokio::sync::watch::Receiver<u64>) -> Option<u64> {
