@@ -434,6 +434,21 @@ impl VHost {
         Ok(declared(q))
     }
 
+    /// Change a queue's mutable settings after declare: `policy` holds `x-` arguments that
+    /// override the declared ones (as a RabbitMQ policy does; redeclaration still compares
+    /// the declared arguments only). The previous policy is replaced as a whole. Durable
+    /// queues keep it in the definitions, so it survives a restart.
+    pub fn set_queue_policy(&self, name: &str, policy: FieldTable, ctx: &ClientContext) -> CoreResult<()> {
+        self.check(ctx, ResourceKind::Queue, name, Access::Configure)?;
+        let q = self.usable_queue(name, ctx)?;
+        let fx = q.set_policy(policy)?;
+        self.handle(&q, fx);
+        if q.store_id() != 0 {
+            self.persist_definitions();
+        }
+        Ok(())
+    }
+
     /// Create a direct reply-to pseudo-queue for `ctx`'s connection (`amq.rabbitmq.reply-to`).
     pub fn declare_reply_queue(&self, ctx: &ClientContext) -> Arc<Queue> {
         let name = format!("{REPLY_TO_PREFIX}{}", random_suffix(24));
@@ -978,6 +993,7 @@ impl VHost {
                     store_id: q.store_id(),
                     auto_delete: q.auto_delete(),
                     arguments: q.arguments().clone(),
+                    policy: q.policy(),
                 });
             }
         }
@@ -1016,6 +1032,11 @@ impl VHost {
                 config,
                 d.store_id,
             );
+            if !d.policy.is_empty()
+                && let Err(e) = q.set_policy(d.policy)
+            {
+                tracing::warn!(queue = %d.name, error = %e.text, "stored queue policy is invalid; ignored");
+            }
             self.queues.write().insert(d.name, Arc::clone(&q));
             self.spawn_timer(&q);
         }

@@ -73,6 +73,8 @@ pub struct Queue {
     exclusive_owner: Option<ConnectionId>,
     auto_delete: bool,
     arguments: FieldTable,
+    /// Arguments set after declare, overriding `arguments` (see [`Queue::set_policy`]).
+    policy: Mutex<FieldTable>,
     store_id: u64,
     inner: Mutex<Inner>,
     timer: Notify,
@@ -106,6 +108,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            policy: Mutex::new(FieldTable::new()),
             store_id,
             inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
             timer: Notify::new(),
@@ -137,6 +140,27 @@ impl Queue {
     /// Arguments as declared.
     pub fn arguments(&self) -> &FieldTable {
         &self.arguments
+    }
+    /// Arguments changed after declare (empty unless [`Queue::set_policy`] was called).
+    pub fn policy(&self) -> FieldTable {
+        self.policy.lock().clone()
+    }
+    /// The declared arguments with the policy's on top: what the queue runs on.
+    pub fn effective_arguments(&self) -> FieldTable {
+        let mut args = self.arguments.clone();
+        args.extend(self.policy.lock().iter().map(|(k, v)| (k.clone(), v.clone())));
+        args
+    }
+    /// Replace the policy (arguments overriding the declared ones) and reconfigure the
+    /// queue with the result; invalid arguments are refused and change nothing.
+    pub fn set_policy(self: &Arc<Self>, policy: FieldTable) -> crate::error::CoreResult<Followups> {
+        let mut current = self.policy.lock();
+        let mut args = self.arguments.clone();
+        args.extend(policy.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let config = QueueConfig::from_arguments(&args, &self.name, &self.vhost)?;
+        *current = policy;
+        drop(current);
+        Ok(self.run(|i, now, fx| i.state.set_config(config, now, fx)).1)
     }
     /// The parsed configuration.
     pub fn config(&self) -> QueueConfig {

@@ -342,6 +342,40 @@ impl QueueState {
         &self.config
     }
 
+    /// Replace the configuration at `now` (a queue's settings changed after declare).
+    /// A changed message TTL applies to the messages already queued, counted from when
+    /// each was enqueued, so lowering it expires them. (A paged-out message's own
+    /// per-message TTL is not re-read; only the queue TTL is reapplied to it.)
+    pub fn set_config(&mut self, config: QueueConfig, now: Millis, fx: &mut Vec<Effect>) {
+        let ttl_changed = config.message_ttl != self.config.message_ttl;
+        self.config = config;
+        if ttl_changed {
+            let queue_ttl = self.config.message_ttl;
+            let ttl_of = |e: &Entry| {
+                let own = if e.paged { None } else { e.message.properties.ttl_ms() };
+                match (queue_ttl, own) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(|t| e.enqueued_at.saturating_add(t))
+            };
+            self.expiry.clear();
+            for (key, e) in self.ready.iter_mut() {
+                e.expires_at = ttl_of(e);
+                if let Some(at) = e.expires_at {
+                    self.expiry.insert((at, *key));
+                }
+            }
+            for e in self.delayed.values_mut() {
+                e.expires_at = ttl_of(e);
+            }
+            for l in self.leases.values_mut() {
+                l.entry.expires_at = ttl_of(&l.entry);
+            }
+        }
+        self.tick(now, fx);
+    }
+
     /// Current counters.
     pub fn counts(&self) -> QueueCounts {
         QueueCounts {

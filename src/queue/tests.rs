@@ -608,3 +608,21 @@ mod sqs_additions {
         tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.expect("woken by lease end");
     }
 }
+
+#[test]
+fn lowering_the_ttl_after_declare_expires_queued_messages() {
+    let mut fx = Vec::new();
+    let mut q = QueueState::new(QueueConfig { message_ttl: Some(10_000), ..QueueConfig::default() }, 0);
+    publish(&mut q, "old", 0, &mut fx);
+    publish(&mut q, "new", 5_000, &mut fx);
+    // At 6 s a 4-day retention becomes 5 s: "old" (enqueued at 0) is past it, "new" is not.
+    q.set_config(QueueConfig { message_ttl: Some(5_000), ..QueueConfig::default() }, 6_000, &mut fx);
+    assert_eq!(q.counts().ready, 1);
+    assert_eq!(q.next_deadline(), Some(10_000));
+    q.tick(10_000, &mut fx);
+    assert_eq!(q.counts().ready, 0);
+    // Raising it again leaves later messages alone until their new time.
+    q.set_config(QueueConfig { message_ttl: Some(60_000), ..QueueConfig::default() }, 10_000, &mut fx);
+    publish(&mut q, "later", 10_000, &mut fx);
+    assert_eq!(q.next_deadline(), Some(70_000));
+}

@@ -37,6 +37,9 @@ pub struct QueueDef {
     pub auto_delete: bool,
     /// Arguments.
     pub arguments: FieldTable,
+    /// Arguments changed after declare (see `Queue::set_policy`); they override `arguments`.
+    #[serde(default, skip_serializing_if = "FieldTable::is_empty")]
+    pub policy: FieldTable,
 }
 
 /// A binding between durable objects.
@@ -124,7 +127,13 @@ mod tests {
                 internal: false,
                 arguments: FieldTable::new(),
             }],
-            queues: vec![QueueDef { name: "q".into(), store_id: 42, auto_delete: false, arguments: args }],
+            queues: vec![QueueDef {
+                name: "q".into(),
+                store_id: 42,
+                auto_delete: false,
+                arguments: args,
+                policy: FieldTable::new(),
+            }],
             bindings: vec![BindingDef {
                 source: "x".into(),
                 destination: "q".into(),
