@@ -147,16 +147,14 @@ impl Queue {
     }
     /// The declared arguments with the policy's on top: what the queue runs on.
     pub fn effective_arguments(&self) -> FieldTable {
-        let mut args = self.arguments.clone();
-        args.extend(self.policy.lock().iter().map(|(k, v)| (k.clone(), v.clone())));
-        args
+        overlay(&self.arguments, &self.policy.lock())
     }
-    /// Replace the policy (arguments overriding the declared ones) and reconfigure the
-    /// queue with the result; invalid arguments are refused and change nothing.
+    /// Replace the policy (arguments overriding the declared ones; a `Void` value removes a
+    /// declared argument) and reconfigure the queue with the result; invalid arguments are
+    /// refused and change nothing.
     pub fn set_policy(self: &Arc<Self>, policy: FieldTable) -> crate::error::CoreResult<Followups> {
         let mut current = self.policy.lock();
-        let mut args = self.arguments.clone();
-        args.extend(policy.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let args = overlay(&self.arguments, &policy);
         let config = QueueConfig::from_arguments(&args, &self.name, &self.vhost)?;
         *current = policy;
         drop(current);
@@ -409,6 +407,19 @@ impl Queue {
             None => notified.await,
         }
     }
+}
+
+/// `declared` with `policy` on top; a `Void` in the policy removes the argument.
+fn overlay(declared: &FieldTable, policy: &FieldTable) -> FieldTable {
+    let mut args = declared.clone();
+    for (k, v) in policy {
+        if matches!(v, crate::message::FieldValue::Void) {
+            args.remove(k);
+        } else {
+            args.insert(k.clone(), v.clone());
+        }
+    }
+    args
 }
 
 /// Pages bodies through the message log: transient messages get a copy that
