@@ -5,10 +5,12 @@
 //! changes (bindings change rarely, messages route constantly).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use crate::error::{CoreError, CoreResult};
+use crate::filter_policy::{MessageView, Subscription};
 use crate::message::{FieldTable, FieldValue};
 use crate::queue::config::values_equal;
 use crate::topic::TopicPattern;
@@ -24,6 +26,9 @@ pub enum ExchangeKind {
     Topic,
     /// Binding arguments match message headers (`x-match` all/any).
     Headers,
+    /// Each binding is a subscription with an SNS-style filter policy (`x-sns`; see
+    /// [`crate::filter_policy::subscription`]).
+    FilterPolicy,
 }
 
 impl ExchangeKind {
@@ -34,6 +39,7 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            crate::filter_policy::subscription::EXCHANGE_TYPE => Some(ExchangeKind::FilterPolicy),
             _ => None,
         }
     }
@@ -44,6 +50,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::FilterPolicy => crate::filter_policy::subscription::EXCHANGE_TYPE,
         }
     }
 }
@@ -80,6 +87,8 @@ enum XMatch {
 struct Index {
     direct: HashMap<String, Vec<usize>>,
     topic: Vec<(TopicPattern, usize)>,
+    /// Compiled subscriptions of a filter-policy exchange.
+    subscriptions: Vec<Arc<Subscription>>,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +138,14 @@ impl Exchange {
         if self.kind == ExchangeKind::Headers {
             parse_x_match(arguments)?;
         }
+        if self.kind == ExchangeKind::FilterPolicy {
+            let probe = Binding {
+                destination: Destination::Queue(String::new()),
+                key: String::new(),
+                arguments: arguments.clone(),
+            };
+            Subscription::from_binding(&probe).map_err(|e| CoreError::precondition(e.0))?;
+        }
         Ok(())
     }
 
@@ -139,8 +156,25 @@ impl Exchange {
             return false;
         }
         b.list.push(binding);
-        b.index = build_index(&b.list, self.kind);
+        b.index = build_index(&self.name, &b.list, self.kind);
         true
+    }
+
+    /// Replace the first binding equal to `old` by `new` in one step (a subscription's
+    /// attributes changed), keeping its place; false if `old` does not exist.
+    pub fn replace_binding(&self, old: &Binding, new: Binding) -> bool {
+        let mut b = self.bindings.write();
+        let Some(i) = b.list.iter().position(|x| x == old) else { return false };
+        b.list[i] = new;
+        b.index = build_index(&self.name, &b.list, self.kind);
+        true
+    }
+
+    /// The compiled subscriptions of a filter-policy exchange that accept `message`,
+    /// appended to `out` (empty for other kinds).
+    pub fn route_subscriptions(&self, message: &MessageView<'_>, out: &mut Vec<Arc<Subscription>>) {
+        let b = self.bindings.read();
+        out.extend(b.index.subscriptions.iter().filter(|s| s.accepts(message)).cloned());
     }
 
     /// Remove a binding; false if it did not exist.
@@ -150,7 +184,7 @@ impl Exchange {
         b.list.retain(|x| !(x.destination == *destination && x.key == key && x.arguments == *arguments));
         let changed = b.list.len() != before;
         if changed {
-            b.index = build_index(&b.list, self.kind);
+            b.index = build_index(&self.name, &b.list, self.kind);
         }
         changed
     }
@@ -162,7 +196,7 @@ impl Exchange {
         b.list.retain(|x| x.destination != *destination);
         let removed = before - b.list.len();
         if removed > 0 {
-            b.index = build_index(&b.list, self.kind);
+            b.index = build_index(&self.name, &b.list, self.kind);
         }
         removed
     }
@@ -203,6 +237,10 @@ impl Exchange {
                     }
                 }
             }
+            ExchangeKind::FilterPolicy => {
+                let view = MessageView::new(headers, &[]);
+                out.extend(b.index.subscriptions.iter().filter(|s| s.accepts(&view)).map(|s| s.destination.clone()));
+            }
             ExchangeKind::Headers => {
                 let empty = FieldTable::new();
                 let headers = headers.unwrap_or(&empty);
@@ -216,8 +254,11 @@ impl Exchange {
     }
 }
 
-fn build_index(list: &[Binding], kind: ExchangeKind) -> Index {
+fn build_index(name: &str, list: &[Binding], kind: ExchangeKind) -> Index {
     let mut index = Index::default();
+    if kind == ExchangeKind::FilterPolicy {
+        index.subscriptions = crate::filter_policy::subscription::compile_all(name, list);
+    }
     for (i, b) in list.iter().enumerate() {
         match kind {
             ExchangeKind::Direct => index.direct.entry(b.key.clone()).or_default().push(i),

@@ -22,6 +22,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod exchange;
+pub mod filter_policy;
 pub mod memory;
 pub mod message;
 pub mod queue;

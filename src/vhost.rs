@@ -19,6 +19,7 @@ use crate::auth::{Access, ResourceKind, User};
 use crate::dead_letter::{dead_lettered, is_cycle};
 use crate::error::{CoreError, CoreResult, ErrorKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::filter_policy::DeliveryTransform;
 use crate::memory::MemoryMonitor;
 use crate::message::{FieldTable, FieldValue, Message};
 use crate::queue::config::{QueueConfig, check_args_equivalent, check_equivalent};
@@ -143,6 +144,9 @@ pub struct VHost {
     save_lock: Mutex<()>,
     /// Per-queue resident body budget (see [`Persistence::queue_resident_bytes`]).
     resident_budget: u64,
+    /// What queue subscriptions of filter-policy (`x-sns`) exchanges receive; set by a
+    /// front-end (see [`crate::filter_policy::DeliveryTransform`]).
+    delivery_transform: RwLock<Option<Arc<dyn DeliveryTransform>>>,
 }
 
 /// Where a vhost keeps what must survive a restart.
@@ -195,6 +199,7 @@ impl VHost {
             resident_budget: persistence.as_ref().map_or(u64::MAX, |p| p.queue_resident_bytes),
             log: persistence.map(|p| p.log),
             save_lock: Mutex::new(()),
+            delivery_transform: RwLock::new(None),
         })
     }
 
@@ -216,6 +221,25 @@ impl VHost {
     /// All queues.
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.queues.read().values().cloned().collect()
+    }
+
+    /// Register what queue subscriptions of filter-policy exchanges receive (replaces any
+    /// earlier one).
+    pub fn set_delivery_transform(&self, transform: Arc<dyn DeliveryTransform>) {
+        *self.delivery_transform.write() = Some(transform);
+    }
+
+    /// Replace a binding of `source` in one step (a subscription's attributes changed) and
+    /// persist it; false if `old` does not exist.
+    pub fn replace_binding(&self, source: &str, old: &Binding, new: Binding) -> CoreResult<bool> {
+        let ex = self.existing_exchange(source)?;
+        ex.validate_binding(&new.arguments)?;
+        let durable = self.is_durable_binding(&ex, &new.destination);
+        let replaced = ex.replace_binding(old, new);
+        if replaced && durable {
+            self.persist_definitions();
+        }
+        Ok(replaced)
     }
 
     /// All exchanges.
@@ -671,7 +695,7 @@ impl VHost {
             }
             h.remove("BCC");
         }
-        let targets = self.route(&ex, &keys, message.properties.headers.as_ref());
+        let targets = self.route(&ex, &keys, &message);
         if targets.is_empty() {
             return Ok(PublishOutcome::default());
         }
@@ -679,8 +703,11 @@ impl VHost {
         let message = Arc::new(message);
         let mut outcome = PublishOutcome { routed: true, rejected: false, lsn: None };
         let mut encoded = None;
-        for q in targets {
-            let (enq, fx, lsn) = self.enqueue(&q, &message, &mut encoded, opts.clone())?;
+        for (q, own) in targets {
+            let (enq, fx, lsn) = match &own {
+                Some(m) => self.enqueue(&q, m, &mut None, opts.clone())?,
+                None => self.enqueue(&q, &message, &mut encoded, opts.clone())?,
+            };
             if enq == Enqueued::Rejected {
                 outcome.rejected = true;
             }
@@ -718,20 +745,39 @@ impl VHost {
     }
 
     /// The queues a message reaches from `start`, following exchange-to-exchange
-    /// bindings and alternate exchanges; each queue once.
-    fn route(&self, start: &Arc<Exchange>, keys: &[String], headers: Option<&FieldTable>) -> Vec<Arc<Queue>> {
+    /// bindings and alternate exchanges; each queue once. A queue subscribed to a
+    /// filter-policy exchange may get its own (transformed) message, given alongside.
+    fn route(
+        &self,
+        start: &Arc<Exchange>,
+        keys: &[String],
+        message: &Message,
+    ) -> Vec<(Arc<Queue>, Option<Arc<Message>>)> {
+        let headers = message.properties.headers.as_ref();
         let mut seen_ex: HashSet<String> = HashSet::new();
         let mut seen_q: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut work = VecDeque::from([Arc::clone(start)]);
         let mut dests = Vec::new();
+        let mut own: HashMap<String, Message> = HashMap::new();
         while let Some(ex) = work.pop_front() {
             if !seen_ex.insert(ex.name.clone()) {
                 continue;
             }
             dests.clear();
+            own.clear();
             if ex.name.is_empty() {
                 dests.extend(keys.iter().map(|k| Destination::Queue(k.clone())));
+            } else if ex.kind == ExchangeKind::FilterPolicy {
+                let transform = self.delivery_transform.read().clone();
+                let mut routed = Vec::new();
+                crate::filter_policy::subscription::route_topic(&ex, message, transform.as_deref(), &mut routed);
+                for (d, m) in routed {
+                    if let (Destination::Queue(q), Some(m)) = (&d, m) {
+                        own.insert(q.clone(), m);
+                    }
+                    dests.push(d);
+                }
             } else {
                 for k in keys {
                     ex.route(k, headers, &mut dests);
@@ -745,7 +791,11 @@ impl VHost {
                         if seen_q.insert(name.clone())
                             && let Some(q) = self.queue(&name)
                         {
-                            out.push(q);
+                            let m = own.remove(&name).map(|mut m| {
+                                m.charge = Some(Arc::new(self.memory.charge(m.memory_size() as u64)));
+                                Arc::new(m)
+                            });
+                            out.push((q, m));
                         }
                     }
                     Destination::Exchange(name) => {
@@ -911,15 +961,19 @@ impl VHost {
                     if let Some(FieldValue::Array(cc)) = dl.properties.header("CC") {
                         keys.extend(cc.iter().filter_map(|v| v.as_str().map(str::to_string)));
                     }
-                    let targets = self.route(&dlx, &keys, dl.properties.headers.as_ref());
+                    let targets = self.route(&dlx, &keys, &dl);
                     dl.charge = Some(Arc::new(self.memory.charge(dl.memory_size() as u64)));
                     let dl = Arc::new(dl);
                     let mut encoded = None;
-                    for t in targets {
+                    for (t, own) in targets {
                         if is_cycle(&dl, t.name()) {
                             continue;
                         }
-                        match self.enqueue(&t, &dl, &mut encoded, PublishOptions::default()) {
+                        let enqueued = match &own {
+                            Some(m) => self.enqueue(&t, m, &mut None, PublishOptions::default()),
+                            None => self.enqueue(&t, &dl, &mut encoded, PublishOptions::default()),
+                        };
+                        match enqueued {
                             Ok((_, more, _)) => work.extend(more.into_iter().map(|e| (Arc::clone(&t), e))),
                             Err(e) => tracing::error!(queue = t.name(), error = %e.text, "dead letter lost"),
                         }
