@@ -73,6 +73,7 @@ impl Broker {
         for name in names {
             let vhost = VHost::new(&name, Arc::clone(&memory), Arc::clone(&ids), Some(persistence.clone()));
             vhost.load_definitions().map_err(OpenError::Definitions)?;
+            vhost.streams().load().map_err(OpenError::Definitions)?;
             vhosts.insert(name, vhost);
         }
         // Put recovered messages back, in log order and one segment at a time, into the

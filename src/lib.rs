@@ -12,6 +12,7 @@
 //! - [`queue`]: the queue state machine ([`queue::state`]) and its runtime wrapper.
 //! - [`vhost`]: the operations, permission checks and error texts.
 //! - [`dead_letter`]: `x-death` bookkeeping.
+//! - [`stream`]: streams (sharded, replayable logs with Kinesis semantics) and their log.
 //! - [`auth`], [`memory`], [`config`], [`broker`].
 
 #![warn(missing_docs, unreachable_pub)]
@@ -27,6 +28,7 @@ pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod store;
+pub mod stream;
 pub mod time;
 pub mod topic;
 pub mod vhost;

@@ -147,6 +147,8 @@ pub struct VHost {
     /// What queue subscriptions of filter-policy (`x-sns`) exchanges receive; set by a
     /// front-end (see [`crate::filter_policy::DeliveryTransform`]).
     delivery_transform: RwLock<Option<Arc<dyn DeliveryTransform>>>,
+    /// The vhost's streams (see [`crate::stream`]); they share the namespace of queues.
+    streams: crate::stream::Streams,
 }
 
 /// Where a vhost keeps what must survive a restart.
@@ -196,11 +198,17 @@ impl VHost {
             ids,
             this: this.clone(),
             definitions: persistence.as_ref().map(|p| DefinitionsFile::for_vhost(&p.data_dir, name)),
+            streams: crate::stream::Streams::new(name, persistence.as_ref().map(|p| p.data_dir.as_path())),
             resident_budget: persistence.as_ref().map_or(u64::MAX, |p| p.queue_resident_bytes),
             log: persistence.map(|p| p.log),
             save_lock: Mutex::new(()),
             delivery_transform: RwLock::new(None),
         })
+    }
+
+    /// The vhost's streams.
+    pub fn streams(&self) -> &crate::stream::Streams {
+        &self.streams
     }
 
     /// The vhost's name.
