@@ -16,6 +16,7 @@ use switchyard::store::Lsn;
 use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, QueueSpec};
 use switchyard::{ClientContext, VHost};
 
+use crate::codec::DeliverArgs;
 use crate::codec::convert::{properties_from_amqp, properties_to_amqp, table_from_amqp};
 use crate::error::{AmqpError, code};
 use crate::outbound::Outbound;
@@ -37,6 +38,8 @@ pub(crate) struct ConnState {
     pub(crate) written: Vec<(Arc<Queue>, ConsumerId)>,
     /// The highest message-log LSN known durable; confirms wait for it.
     pub(crate) synced: Lsn,
+    /// The message log failed: nothing above `synced` will ever be durable.
+    pub(crate) log_failed: bool,
 }
 
 struct Pending {
@@ -582,7 +585,22 @@ impl Channel {
             let Some(c) = self.confirms.as_mut() else { return };
             let Some(&(seq, lsn)) = c.deferred.front() else { return };
             if lsn > st.synced {
-                return;
+                if !st.log_failed {
+                    return;
+                }
+                // Its write or fsync failed: it is not durable and never will be (the log
+                // does not retry), so the publisher gets a nack, after the acks before it.
+                c.deferred.pop_front();
+                self.flush_confirms(st);
+                st.out.method(
+                    self.id,
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })),
+                );
+                continue;
             }
             c.deferred.pop_front();
             let contiguous = c.pending.filter(|(_, last)| last + 1 == seq);
@@ -688,14 +706,14 @@ impl Channel {
         };
         let delivery_tag = self.next_tag;
         self.next_tag += 1;
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: ss(tag),
+        let args = DeliverArgs {
+            consumer_tag: tag,
             delivery_tag,
             redelivered: d.redelivered,
-            exchange: ss(&d.message.exchange),
-            routing_key: ss(&d.message.routing_key),
-        }));
-        st.out.content(self.id, method, &properties_to_amqp(&d.message.properties), &d.message.body);
+            exchange: &d.message.exchange,
+            routing_key: &d.message.routing_key,
+        };
+        st.out.deliver(self.id, &args, &properties_to_amqp(&d.message.properties), &d.message.body);
         if let Some(lease) = d.lease {
             self.unacked.insert(delivery_tag, Unacked { queue: Arc::clone(&queue), lease });
         }

@@ -29,6 +29,17 @@ impl Outbound {
         codec::encode_content(channel, &method, properties, body, self.frame_max, &mut self.buf);
     }
 
+    /// Queue a `basic.deliver` with its content.
+    pub(crate) fn deliver(
+        &mut self,
+        channel: u16,
+        args: &codec::DeliverArgs<'_>,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
+        codec::encode_deliver(channel, args, properties, body, self.frame_max, &mut self.buf);
+    }
+
     /// Queue a heartbeat frame.
     pub(crate) fn heartbeat(&mut self) {
         codec::encode(&Frame::Heartbeat, &mut self.buf);
