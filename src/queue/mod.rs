@@ -8,6 +8,7 @@
 //! lock is released, so one queue never locks another while held.
 
 pub mod config;
+mod ready;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::memory::MemoryMonitor;
 use crate::message::{FieldTable, Message};
+use crate::store::log::Detached;
 use crate::store::{MessageLog, Persisted};
 use crate::time::{Millis, now_ms};
 use config::QueueConfig;
@@ -440,6 +442,14 @@ impl state::Pager for LogPager {
         let mut m = persisted.read().map_err(|e| tracing::error!(error = %e, "paging a message in failed")).ok()?;
         m.charge = Some(Arc::new(self.memory.charge(m.memory_size() as u64)));
         Some(Arc::new(m))
+    }
+
+    fn attach(&self, at: Detached, delivered: bool) -> Persisted {
+        self.log.attach(at, delivered)
+    }
+
+    fn forget(&self, at: Detached) {
+        self.log.forget_detached(at);
     }
 }
 

@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::message::Message;
 use crate::queue::config::{Overflow, QueueConfig};
+use crate::queue::ready::{ReadyKey, ReadySet, Slim, SlimParts, Taken};
 use crate::store::Persisted;
+use crate::store::log::Detached;
 use crate::time::Millis;
 
 /// Position of a message in publish order within one queue.
@@ -164,6 +166,10 @@ pub trait Pager: Send + Sync + std::fmt::Debug {
     fn page_out(&self, message: &Message, enqueued_at: Millis) -> Option<Persisted>;
     /// Read a paged-out message back.
     fn page_in(&self, persisted: &Persisted) -> Option<Arc<Message>>;
+    /// Take back a record given up with [`Persisted::detach`] (for a compact index entry).
+    fn attach(&self, at: Detached, delivered: bool) -> Persisted;
+    /// Record that a detached record is gone.
+    fn forget(&self, at: Detached);
 }
 
 /// Stands in for a body that is on disk only (see [`Pager`]); never delivered.
@@ -241,8 +247,6 @@ struct Entry {
     group: Option<Arc<str>>,
 }
 
-type ReadyKey = (Reverse<u8>, Seq);
-
 impl Entry {
     fn key(&self) -> ReadyKey {
         (Reverse(self.priority), self.seq)
@@ -277,7 +281,8 @@ pub struct QueueState {
     config: QueueConfig,
     next_seq: Seq,
     next_lease: LeaseId,
-    ready: BTreeMap<ReadyKey, Entry>,
+    /// Ready messages: full entries in memory plus compact records of paged-out ones.
+    ready: ReadySet<Entry>,
     ready_bytes: u64,
     expiry: BTreeSet<(Millis, ReadyKey)>,
     delayed: BTreeMap<(Millis, Seq), Entry>,
@@ -295,8 +300,13 @@ pub struct QueueState {
     resident_budget: u64,
     /// Body bytes of ready messages in memory.
     resident_bytes: u64,
-    /// Ready messages whose bodies are on disk only.
-    paged: BTreeSet<ReadyKey>,
+}
+
+impl Drop for QueueState {
+    fn drop(&mut self) {
+        // Compact records own their log records like `Persisted` handles do.
+        self.forget_tails();
+    }
 }
 
 impl QueueState {
@@ -306,7 +316,7 @@ impl QueueState {
             config,
             next_seq: 1,
             next_lease: 1,
-            ready: BTreeMap::new(),
+            ready: ReadySet::default(),
             ready_bytes: 0,
             expiry: BTreeSet::new(),
             delayed: BTreeMap::new(),
@@ -322,7 +332,6 @@ impl QueueState {
             pager: None,
             resident_budget: u64::MAX,
             resident_bytes: 0,
-            paged: BTreeSet::new(),
         }
     }
 
@@ -334,7 +343,7 @@ impl QueueState {
 
     /// Ready messages whose bodies are on disk only.
     pub fn paged_count(&self) -> usize {
-        self.paged.len()
+        self.ready.tail_len()
     }
 
     /// The queue's configuration.
@@ -360,12 +369,13 @@ impl QueueState {
                 .map(|t| e.enqueued_at.saturating_add(t))
             };
             self.expiry.clear();
-            for (key, e) in self.ready.iter_mut() {
+            for (key, e) in self.ready.head_mut() {
                 e.expires_at = ttl_of(e);
                 if let Some(at) = e.expires_at {
                     self.expiry.insert((at, *key));
                 }
             }
+            self.expiry.extend(self.ready.retime_tails(|enqueued_at| queue_ttl.map(|t| enqueued_at.saturating_add(t))));
             for e in self.delayed.values_mut() {
                 e.expires_at = ttl_of(e);
             }
@@ -506,55 +516,112 @@ impl QueueState {
             if !(over_len || over_bytes) {
                 return;
             }
-            let Some(key) = self.ready.keys().next().copied() else { return };
+            let Some(key) = self.ready.first_key() else { return };
             if let Some(entry) = self.take_ready(key) {
                 self.dead_letter_entry(entry, DeathReason::MaxLen, fx);
             }
         }
     }
 
-    fn insert_ready(&mut self, mut entry: Entry) {
+    fn insert_ready(&mut self, entry: Entry) {
+        // Only fresh entries become compact records: a requeued one keeps its delivery
+        // history in a full entry (and goes back near the head anyway).
+        let key = entry.key();
+        let to_tail = self.pager.is_some()
+            && entry.first_delivered_at.is_none()
+            && self.ready.can_join_tail(key)
+            && (self.ready.has_tail(entry.priority) || self.resident_bytes + entry.size > self.resident_budget);
+        let entry = match if to_tail { self.slim_down(entry) } else { Err(entry) } {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        // Everything in the head has its body in memory.
+        let Some(entry) = self.page_in(entry) else { return };
+        if let Some(at) = entry.expires_at {
+            self.expiry.insert((at, key));
+        }
+        self.ready_bytes += entry.size;
+        self.resident_bytes += entry.size;
+        self.ready.insert_head(key, entry);
+    }
+
+    /// Keep `entry` as a compact record with its body on disk only; gives it back when it
+    /// cannot be (no pager, paging write failed, too large a body or TTL).
+    fn slim_down(&mut self, mut entry: Entry) -> Result<(), Entry> {
+        let Some(pager) = &self.pager else { return Err(entry) };
+        if entry.persisted.is_none() {
+            entry.persisted = pager.page_out(&entry.message, entry.enqueued_at);
+        }
+        let Some(persisted) = entry.persisted.take() else { return Err(entry) };
+        let mut parts = SlimParts {
+            seq: entry.seq,
+            enqueued_at: entry.enqueued_at,
+            at: Detached { segment: 0, offset: 0 },
+            size: entry.size,
+            expires_at: entry.expires_at,
+            redelivered: entry.redelivered,
+            marked: persisted.delivered(),
+        };
+        if Slim::pack(&parts).is_none() {
+            entry.persisted = Some(persisted);
+            return Err(entry);
+        }
+        (parts.at, parts.marked) = persisted.detach();
+        let Some(slim) = Slim::pack(&parts) else {
+            // Unreachable: the same parts packed a moment ago. Keep the record owned.
+            entry.persisted = self.pager.as_ref().map(|p| p.attach(parts.at, parts.marked));
+            return Err(entry);
+        };
         let key = entry.key();
         if let Some(at) = entry.expires_at {
             self.expiry.insert((at, key));
         }
         self.ready_bytes += entry.size;
-        // Over budget, a message joining at the tail goes to disk; one going back near
-        // the head (requeue, high priority) stays, so the resident set is the head.
-        let at_tail = self.ready.last_key_value().is_none_or(|(last, _)| *last < key);
-        if self.resident_bytes + entry.size > self.resident_budget
-            && at_tail
-            && !entry.paged
-            && let Some(pager) = &self.pager
-        {
-            if entry.persisted.is_none() {
-                entry.persisted = pager.page_out(&entry.message, entry.enqueued_at);
-            }
-            if entry.persisted.is_some() {
-                entry.message = paged_placeholder();
-                entry.paged = true;
+        self.ready.push_tail(entry.priority, slim, entry.group.take());
+        Ok(())
+    }
+
+    /// A full (paged) entry for a compact record taken out of a tail.
+    fn unslim(&self, priority: u8, p: SlimParts, group: Option<Arc<str>>) -> Entry {
+        Entry {
+            message: paged_placeholder(),
+            paged: true,
+            persisted: self.pager.as_ref().map(|pager| pager.attach(p.at, p.marked)),
+            seq: p.seq,
+            priority,
+            size: p.size,
+            enqueued_at: p.enqueued_at,
+            expires_at: p.expires_at,
+            delivery_count: u32::from(p.redelivered),
+            first_delivered_at: None,
+            redelivered: p.redelivered,
+            group,
+        }
+    }
+
+    /// Forget every compact record (the queue is purged or gone).
+    fn forget_tails(&mut self) {
+        let left = self.ready.clear_tails();
+        if let Some(pager) = &self.pager {
+            for at in left {
+                pager.forget(at);
             }
         }
-        if entry.paged {
-            self.paged.insert(key);
-        } else {
-            self.resident_bytes += entry.size;
-        }
-        self.ready.insert(key, entry);
     }
 
     /// Take an entry out of `ready` without reading a paged body back.
     fn take_ready(&mut self, key: ReadyKey) -> Option<Entry> {
-        let entry = self.ready.remove(&key)?;
+        let entry = match self.ready.remove(key)? {
+            Taken::Head(e) => {
+                self.resident_bytes -= e.size;
+                e
+            }
+            Taken::Tail(priority, parts, group) => self.unslim(priority, parts, group),
+        };
         if let Some(at) = entry.expires_at {
             self.expiry.remove(&(at, key));
         }
         self.ready_bytes -= entry.size;
-        if entry.paged {
-            self.paged.remove(&key);
-        } else {
-            self.resident_bytes -= entry.size;
-        }
         self.refill();
         Some(entry)
     }
@@ -587,30 +654,34 @@ impl QueueState {
         }
     }
 
-    /// Read bodies back from the head of the paged set while under half the budget,
-    /// so deliveries rarely wait for a read.
+    /// Read bodies back from the front of the tails while under half the budget, so
+    /// deliveries rarely wait for a read.
     fn refill(&mut self) {
         const MAX_PER_CALL: usize = 256;
-        if self.paged.is_empty() || self.resident_bytes >= self.resident_budget / 2 {
+        if self.ready.tail_len() == 0 || self.resident_bytes >= self.resident_budget / 2 {
             return;
         }
         for _ in 0..MAX_PER_CALL {
             if self.resident_bytes >= self.resident_budget {
                 return;
             }
-            let Some(key) = self.paged.pop_first() else { return };
-            let Some(entry) = self.ready.remove(&key) else { continue };
-            let size = entry.size;
-            match self.page_in(entry) {
-                Some(e) => {
-                    self.resident_bytes += size;
-                    self.ready.insert(key, e);
-                }
-                None => {
-                    self.ready_bytes -= size;
-                    if let Some((at, _)) = self.expiry.iter().find(|(_, k)| *k == key).copied() {
-                        self.expiry.remove(&(at, key));
-                    }
+            let Some((key, Taken::Tail(priority, parts, group))) = self.ready.pop_tail_front() else { return };
+            self.bring_in(key, self.unslim(priority, parts, group));
+        }
+    }
+
+    /// Put an entry just taken from a tail into the head with its body in memory.
+    fn bring_in(&mut self, key: ReadyKey, entry: Entry) {
+        let (size, expires_at) = (entry.size, entry.expires_at);
+        match self.page_in(entry) {
+            Some(e) => {
+                self.resident_bytes += size;
+                self.ready.insert_head(key, e);
+            }
+            None => {
+                self.ready_bytes -= size;
+                if let Some(at) = expires_at {
+                    self.expiry.remove(&(at, key));
                 }
             }
         }
@@ -618,19 +689,12 @@ impl QueueState {
 
     /// Make the ready entry at `key` resident (a filter needs its headers).
     fn ensure_resident(&mut self, key: ReadyKey) {
-        if !self.paged.contains(&key) {
+        if self.ready.in_head(&key) {
             return;
         }
-        if let Some(entry) = self.ready.remove(&key) {
-            self.paged.remove(&key);
-            let size = entry.size;
-            match self.page_in(entry) {
-                Some(e) => {
-                    self.resident_bytes += size;
-                    self.ready.insert(key, e);
-                }
-                None => self.ready_bytes -= size,
-            }
+        if let Some(Taken::Tail(priority, parts, group)) = self.ready.remove(key) {
+            let entry = self.unslim(priority, parts, group);
+            self.bring_in(key, entry);
         }
     }
 
@@ -657,12 +721,17 @@ impl QueueState {
     /// The first ready message that may be delivered now (FIFO: its group is not blocked).
     fn next_deliverable(&self) -> Option<ReadyKey> {
         if self.config.fifo && !self.leased_groups.is_empty() {
-            self.ready
-                .iter()
-                .find(|(_, e)| e.group.as_ref().is_none_or(|g| !self.leased_groups.contains_key(g)))
-                .map(|(k, _)| *k)
+            self.ready.keys().find(|k| self.group_of(k).is_none_or(|g| !self.leased_groups.contains_key(g)))
         } else {
-            self.ready.keys().next().copied()
+            self.ready.first_key()
+        }
+    }
+
+    /// The FIFO group of the ready message at `key`.
+    fn group_of(&self, key: &ReadyKey) -> Option<&Arc<str>> {
+        match self.ready.get_head(key) {
+            Some(e) => e.group.as_ref(),
+            None => self.ready.tail_group(key.1),
         }
     }
 
@@ -695,14 +764,14 @@ impl QueueState {
     /// Dispatch when some consumer has a filter: walk the ready messages in order and
     /// give each to a consumer that wants it; messages nobody wants stay put.
     fn dispatch_filtered(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let keys: Vec<ReadyKey> = self.ready.keys().take(FILTER_SCAN_LIMIT).copied().collect();
+        let keys: Vec<ReadyKey> = self.ready.keys().take(FILTER_SCAN_LIMIT).collect();
         let mut taken_groups: Vec<Arc<str>> = Vec::new();
         for key in keys {
             if !self.consumers.iter().any(ConsumerSlot::can_take) {
                 return;
             }
             self.ensure_resident(key);
-            let Some(entry) = self.ready.get(&key) else { continue };
+            let Some(entry) = self.ready.get_head(&key) else { continue };
             if self.config.fifo
                 && let Some(g) = &entry.group
                 && (self.leased_groups.contains_key(g) || taken_groups.contains(g))
@@ -997,9 +1066,9 @@ impl QueueState {
     /// Remove every ready message; returns how many were removed.
     pub fn purge(&mut self) -> u64 {
         let n = self.ready.len() as u64;
-        self.ready.clear();
+        self.ready.clear_head();
+        self.forget_tails();
         self.expiry.clear();
-        self.paged.clear();
         self.ready_bytes = 0;
         self.resident_bytes = 0;
         n

@@ -485,6 +485,12 @@ impl Pager for TestPager {
     fn page_in(&self, persisted: &crate::store::Persisted) -> Option<Arc<Message>> {
         persisted.read().ok().map(Arc::new)
     }
+    fn attach(&self, at: crate::store::log::Detached, delivered: bool) -> crate::store::Persisted {
+        self.log.attach(at, delivered)
+    }
+    fn forget(&self, at: crate::store::log::Detached) {
+        self.log.forget_detached(at);
+    }
 }
 
 #[test]
@@ -625,4 +631,137 @@ fn lowering_the_ttl_after_declare_expires_queued_messages() {
     q.set_config(QueueConfig { message_ttl: Some(60_000), ..QueueConfig::default() }, 10_000, &mut fx);
     publish(&mut q, "later", 10_000, &mut fx);
     assert_eq!(q.next_deadline(), Some(70_000));
+}
+
+mod compact_tails {
+    //! Long queues keep paged-out messages as 32-byte records (`queue/ready.rs`); every
+    //! queue feature must behave the same when the messages it touches are such records.
+    //! A 1-byte resident budget makes every message after the first one compact.
+    use super::*;
+
+    struct Paged {
+        q: QueueState,
+        log: crate::store::MessageLog,
+        _dir: tempfile::TempDir,
+    }
+
+    fn paged(config: QueueConfig) -> Paged {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) =
+            crate::store::MessageLog::open(dir.path(), crate::store::SyncPolicy::Always, 1 << 20).expect("log");
+        let mut q = QueueState::new(config, 0);
+        q.enable_paging(Arc::new(TestPager { log: log.clone() }), 1);
+        Paged { q, log, _dir: dir }
+    }
+
+    fn prio(body: &str, p: u8) -> Arc<Message> {
+        msg_with(body, Properties { priority: Some(p), ..Properties::default() })
+    }
+
+    fn drain(q: &mut QueueState, now: u64, fx: &mut Vec<Effect>) -> Vec<String> {
+        std::iter::from_fn(|| q.get(true, None, now, fx)).map(|d| body(&d).to_string()).collect()
+    }
+
+    #[test]
+    fn priorities_order_paged_messages() {
+        let mut p = paged(QueueConfig { max_priority: Some(9), ..QueueConfig::default() });
+        let mut fx = Vec::new();
+        for (b, pr) in [("a0", 0), ("b5", 5), ("c0", 0), ("d9", 9), ("e5", 5), ("f0", 0)] {
+            p.q.publish(prio(b, pr), PublishOptions::default(), None, 0, &mut fx);
+        }
+        assert!(p.q.paged_count() >= 4, "paged {}", p.q.paged_count());
+        assert_eq!(drain(&mut p.q, 0, &mut fx), ["d9", "b5", "e5", "a0", "c0", "f0"]);
+        assert_eq!(p.q.counts().ready, 0);
+        assert_eq!(p.q.counts().ready_bytes, 0);
+        p.log.close();
+    }
+
+    #[test]
+    fn requeue_returns_to_the_original_position_among_paged_messages() {
+        let mut p = paged(QueueConfig::default());
+        let mut fx = Vec::new();
+        for i in 0..6 {
+            publish(&mut p.q, &format!("m{i}"), 0, &mut fx);
+        }
+        let first = p.q.get(false, None, 0, &mut fx).expect("m0");
+        let second = p.q.get(false, None, 0, &mut fx).expect("m1");
+        assert_eq!((body(&first), body(&second)), ("m0", "m1"));
+        assert!(p.q.requeue(second.lease.expect("lease"), 0, &mut fx));
+        let again = p.q.get(false, None, 0, &mut fx).expect("m1 again");
+        assert_eq!((body(&again), again.redelivered, again.delivery_count), ("m1", true, 2));
+        assert_eq!(drain(&mut p.q, 0, &mut fx), ["m2", "m3", "m4", "m5"]);
+        p.log.close();
+    }
+
+    #[test]
+    fn ttl_expires_paged_messages_in_the_middle_and_dead_letters_their_bodies() {
+        let mut p = paged(with_dlx(QueueConfig::default()));
+        let mut fx = Vec::new();
+        publish(&mut p.q, "keep-1", 0, &mut fx);
+        publish(&mut p.q, "keep-2", 0, &mut fx);
+        let short = Properties { expiration: Some("100".into()), ..Properties::default() };
+        p.q.publish(msg_with("short", short), PublishOptions::default(), None, 0, &mut fx);
+        publish(&mut p.q, "keep-3", 0, &mut fx);
+        p.q.tick(101, &mut fx);
+        assert_eq!(dead_letters(&fx), [("short".to_string(), DeathReason::Expired)]);
+        assert_eq!(drain(&mut p.q, 101, &mut fx), ["keep-1", "keep-2", "keep-3"]);
+        p.log.close();
+    }
+
+    #[test]
+    fn fifo_groups_of_paged_messages_block_while_leased() {
+        let mut p = paged(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() });
+        let mut fx = Vec::new();
+        let g = |name: &str| PublishOptions { group: Some(Arc::from(name)), ..PublishOptions::default() };
+        for (b, grp) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A"), ("b2", "B")] {
+            p.q.publish(msg(b), g(grp), None, 0, &mut fx);
+        }
+        let a1 = p.q.get(false, None, 0, &mut fx).expect("a1");
+        let b1 = p.q.get(false, None, 0, &mut fx).expect("b1");
+        assert_eq!((body(&a1), body(&b1)), ("a1", "b1"));
+        assert_eq!(b1.group.as_deref(), Some("B"), "the group survives paging");
+        assert!(p.q.get(false, None, 0, &mut fx).is_none());
+        p.q.ack(b1.lease.expect("lease"), 0, &mut fx);
+        assert_eq!(body(&p.q.get(false, None, 0, &mut fx).expect("b2")), "b2");
+        p.q.ack(a1.lease.expect("lease"), 0, &mut fx);
+        assert_eq!(body(&p.q.get(false, None, 0, &mut fx).expect("a2")), "a2");
+        p.log.close();
+    }
+
+    #[test]
+    fn filters_see_paged_bodies_and_max_length_drops_from_the_head() {
+        let mut p = paged(with_dlx(QueueConfig { max_length: Some(4), ..QueueConfig::default() }));
+        let mut fx = Vec::new();
+        for b in ["red-1", "blue-1", "red-2", "blue-2", "red-3"] {
+            publish(&mut p.q, b, 0, &mut fx);
+        }
+        assert_eq!(dead_letters(&fx), [("red-1".to_string(), DeathReason::MaxLen)]);
+        fx.clear();
+        p.q.add_consumer(
+            ConsumerSpec { filter: Some(Arc::new(BodyStartsWith("blue"))), auto_ack: true, ..consumer(1, 0) },
+            0,
+            &mut fx,
+        );
+        let got: Vec<_> = delivered(&mut fx).into_iter().map(|d| d.1).collect();
+        assert_eq!(got, ["blue-1", "blue-2"]);
+        assert_eq!(p.q.counts().ready, 2);
+        assert_eq!(p.q.purge(), 2);
+        assert_eq!(p.q.paged_count(), 0);
+        p.log.close();
+    }
+
+    #[test]
+    fn a_lowered_queue_ttl_expires_paged_messages() {
+        let mut p = paged(with_dlx(QueueConfig::default()));
+        let mut fx = Vec::new();
+        for i in 0..4 {
+            publish(&mut p.q, &format!("m{i}"), i * 10, &mut fx);
+        }
+        let cfg = with_dlx(QueueConfig { message_ttl: Some(15), ..QueueConfig::default() });
+        p.q.set_config(cfg, 30, &mut fx);
+        let dead: Vec<_> = dead_letters(&fx).into_iter().map(|d| d.0).collect();
+        assert_eq!(dead, ["m0", "m1"]);
+        assert_eq!(drain(&mut p.q, 30, &mut fx), ["m2", "m3"]);
+        p.log.close();
+    }
 }

@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,8 +96,88 @@ struct Head {
     live: HashMap<u32, u64>,
 }
 
+/// What the message log's writer has done since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// fsyncs (`fdatasync`) of segment files.
+    pub fsyncs: u64,
+    /// Durable appends made durable by those fsyncs: `synced_records / fsyncs` is how many
+    /// appends shared one fsync (group commit).
+    pub synced_records: u64,
+    /// Records written to segment files (durable ones and paging copies).
+    pub records_written: u64,
+    /// Bytes written to segment files.
+    pub record_bytes: u64,
+    /// Marks (forget, delivered) written.
+    pub marks_written: u64,
+    /// Bytes written to marks files.
+    pub mark_bytes: u64,
+    /// Segments deleted because nothing in them was live any more.
+    pub segments_deleted: u64,
+    /// Sparse segments compacted (live records copied forward, segment deleted).
+    pub segments_compacted: u64,
+    /// Record bytes those compactions copied.
+    pub compacted_bytes: u64,
+    /// Failed writes or fsyncs (after the first the log refuses writes).
+    pub failures: u64,
+}
+
+impl LogStats {
+    /// Appends per fsync (group-commit factor); 0 before the first fsync.
+    pub fn records_per_fsync(&self) -> f64 {
+        if self.fsyncs == 0 { 0.0 } else { self.synced_records as f64 / self.fsyncs as f64 }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    fsyncs: AtomicU64,
+    synced_records: AtomicU64,
+    records_written: AtomicU64,
+    record_bytes: AtomicU64,
+    marks_written: AtomicU64,
+    mark_bytes: AtomicU64,
+    segments_deleted: AtomicU64,
+    segments_compacted: AtomicU64,
+    compacted_bytes: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> LogStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LogStats {
+            fsyncs: g(&self.fsyncs),
+            synced_records: g(&self.synced_records),
+            records_written: g(&self.records_written),
+            record_bytes: g(&self.record_bytes),
+            marks_written: g(&self.marks_written),
+            mark_bytes: g(&self.mark_bytes),
+            segments_deleted: g(&self.segments_deleted),
+            segments_compacted: g(&self.segments_compacted),
+            compacted_bytes: g(&self.compacted_bytes),
+            failures: g(&self.failures),
+        }
+    }
+}
+
+/// Environment variable that arms the fsync fault-injection hook (tests only): while it is
+/// set at start-up, every fsync of the message log fails once a file named
+/// [`FAULT_FILE`] exists in the log directory.
+pub const FAULT_ENV: &str = "SWITCHYARD_FAULT_INJECTION";
+/// See [`FAULT_ENV`].
+pub const FAULT_FILE: &str = "fail-fsync";
+
 struct Shared {
     dir: PathBuf,
+    stats: Counters,
+    /// Test hook: fsyncs fail while this is set (see [`MessageLog::inject_fsync_failure`]).
+    fail_fsync: AtomicBool,
+    /// Test hook: fsyncs fail while this file exists (see [`FAULT_ENV`]).
+    fault_file: Option<PathBuf>,
     /// Open segment files for reading paged-out messages back.
     readers: Mutex<HashMap<u32, Arc<File>>>,
     head: Mutex<Head>,
@@ -135,9 +215,21 @@ impl std::fmt::Debug for MessageLog {
 /// (acked, dropped, dead-lettered elsewhere); [`Persisted::mark_delivered`]
 /// records that it was handed to a consumer, so a restart redelivers it flagged.
 pub struct Persisted {
-    log: Arc<Shared>,
+    /// `None` once [`Persisted::detach`]ed: the record is then owned by a [`Detached`].
+    log: Option<Arc<Shared>>,
     at: StoreRef,
     delivered: bool,
+}
+
+/// A record's place without the log handle: 8 bytes, for compact indexes of long queues.
+/// Unlike [`Persisted`] it forgets nothing when dropped; its owner must hand it back to
+/// [`MessageLog::attach`] or [`MessageLog::forget_detached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached {
+    /// Segment number.
+    pub segment: u32,
+    /// Byte offset in the segment (segments are smaller than 4 GiB).
+    pub offset: u32,
 }
 
 impl std::fmt::Debug for Persisted {
@@ -149,13 +241,14 @@ impl std::fmt::Debug for Persisted {
 impl Persisted {
     /// Read the message back from disk (for a message paged out of memory).
     pub fn read(&self) -> Result<Message, LogError> {
-        let payload = match self.log.read_record(self.at) {
+        let log = self.log.as_ref().ok_or(LogError::Failed)?;
+        let payload = match log.read_record(self.at) {
             Ok(p) => p,
             // The writer may not have written it yet: wait for it once, then retry.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::NotFound => {
-                self.log.barrier();
-                self.log.readers.lock().remove(&self.at.segment);
-                self.log.read_record(self.at)?
+                log.barrier();
+                log.readers.lock().remove(&self.at.segment);
+                log.read_record(self.at)?
             }
             Err(e) => return Err(e.into()),
         };
@@ -164,18 +257,34 @@ impl Persisted {
 
     /// Record the first delivery (not fsynced: losing it only loses a redelivered flag).
     pub fn mark_delivered(&mut self) {
-        if !self.delivered {
+        if !self.delivered
+            && let Some(log) = &self.log
+        {
             self.delivered = true;
-            self.log.mark(self.at, MARK_DELIVERED);
+            log.mark(self.at, MARK_DELIVERED);
         }
+    }
+
+    /// True once the first delivery was recorded.
+    pub fn delivered(&self) -> bool {
+        self.delivered
+    }
+
+    /// Give up the handle but keep the record: the returned [`Detached`] (plus the
+    /// delivered flag) is all that is needed to [`MessageLog::attach`] it again.
+    pub fn detach(mut self) -> (Detached, bool) {
+        self.log = None;
+        // Segments are capped below 4 GiB (see `MessageLog::open_deferred`), and a record
+        // always starts below the cap, so the offset fits.
+        let offset = u32::try_from(self.at.offset).unwrap_or(u32::MAX);
+        (Detached { segment: self.at.segment, offset }, self.delivered)
     }
 }
 
 impl Drop for Persisted {
     fn drop(&mut self) {
-        // During shutdown queues are torn down, but their messages are not gone.
-        if !self.log.closing.load(Ordering::Acquire) {
-            self.log.forget(self.at);
+        if let Some(log) = &self.log {
+            log.forget(self.at);
         }
     }
 }
@@ -196,6 +305,10 @@ impl Shared {
     }
 
     fn forget(&self, at: StoreRef) {
+        // During shutdown queues are torn down, but their messages are not gone.
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
         let mut head = self.head.lock();
         let _ = head.tx.send(Cmd::Mark { segment: at.segment, mark: mark_bytes(MARK_FORGET, at.offset) });
         let now_empty = match head.live.get_mut(&at.segment) {
@@ -311,12 +424,16 @@ impl MessageLog {
         let failed = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            stats: Counters::default(),
+            fail_fsync: AtomicBool::new(false),
+            fault_file: std::env::var_os(FAULT_ENV).map(|_| dir.join(FAULT_FILE)),
             readers: Mutex::new(HashMap::new()),
             head: Mutex::new(Head { tx, next_lsn: 1, segment: next_segment, offset: 0, live: HashMap::new() }),
             synced,
             closing: AtomicBool::new(false),
             failed: Arc::clone(&failed),
-            segment_size: segment_size.max(4096),
+            // Offsets must fit a `Detached`'s u32.
+            segment_size: segment_size.clamp(4096, u64::from(u32::MAX / 2)),
         });
         let writer_dir = dir.to_path_buf();
         let writer_shared = Arc::clone(&shared);
@@ -360,13 +477,38 @@ impl MessageLog {
         *head.live.entry(at.segment).or_insert(0) += 1;
         let durable = queue_id & TRANSIENT == 0;
         head.tx.send(Cmd::Append { segment: at.segment, bytes, lsn, durable }).map_err(|_| LogError::Failed)?;
-        Ok((Persisted { log: Arc::clone(&self.shared), at, delivered: false }, lsn))
+        Ok((Persisted { log: Some(Arc::clone(&self.shared)), at, delivered: false }, lsn))
     }
 
     /// Write a transient message to the log only so it can leave memory; recovery
     /// ignores such records.
     pub fn append_transient(&self, queue_id: u64, enqueued_at: Millis, encoded: &[u8]) -> Result<Persisted, LogError> {
         self.append(queue_id | TRANSIENT, enqueued_at, encoded).map(|(p, _)| p)
+    }
+
+    /// Take back a record given up with [`Persisted::detach`].
+    pub fn attach(&self, at: Detached, delivered: bool) -> Persisted {
+        Persisted {
+            log: Some(Arc::clone(&self.shared)),
+            at: StoreRef { segment: at.segment, offset: u64::from(at.offset) },
+            delivered,
+        }
+    }
+
+    /// Record that a detached record is gone (as dropping its [`Persisted`] would).
+    pub fn forget_detached(&self, at: Detached) {
+        self.shared.forget(StoreRef { segment: at.segment, offset: u64::from(at.offset) });
+    }
+
+    /// Test hook: make every later fsync fail (as a full or broken disk would), so the
+    /// appends waiting for it fail and the log refuses further writes.
+    pub fn inject_fsync_failure(&self) {
+        self.shared.fail_fsync.store(true, Ordering::Release);
+    }
+
+    /// Counters of what the writer did so far.
+    pub fn stats(&self) -> LogStats {
+        self.shared.stats.snapshot()
     }
 
     /// Encode a message for [`MessageLog::append`] (once per publish, shared by every queue).
@@ -537,7 +679,7 @@ fn recover_segment(dir: &Path, n: u32, is_last: bool, shared: &Arc<Shared>) -> R
                 enqueued_at: u64::from_le_bytes(at),
                 message,
                 persisted: Persisted {
-                    log: Arc::clone(shared),
+                    log: Some(Arc::clone(shared)),
                     at: StoreRef { segment: n, offset },
                     delivered: delivered.contains(&offset),
                 },
@@ -558,12 +700,30 @@ struct Writer<'a> {
     pending_marks: Vec<(u32, [u8; MARK_LEN])>,
     pending_deletes: Vec<u32>,
     unsynced: Option<(Lsn, Instant)>,
+    /// Durable appends written since the last fsync.
+    unsynced_records: u64,
 }
 
 impl Writer<'_> {
+    /// Stop for good: an error is never retried, because a failed fsync may have dropped
+    /// the dirty pages it was meant to write, and a later fsync succeeding would not bring
+    /// them back. Waiters on the durable LSN are woken to see the failure: every append
+    /// above the last durable LSN has failed.
     fn fail(&self, what: &str, e: &io::Error) {
         tracing::error!(error = %e, "message log {what} failed; refusing further persistent messages");
+        Counters::add(&self.shared.stats.failures, 1);
         self.shared.failed.store(true, Ordering::Release);
+        self.shared.synced.send_modify(|_| {});
+    }
+
+    fn fsync(&self, f: &File) -> io::Result<()> {
+        if self.shared.fail_fsync.load(Ordering::Acquire) || self.shared.fault_file.as_ref().is_some_and(|p| p.exists())
+        {
+            return Err(io::Error::other("injected fsync failure (test hook)"));
+        }
+        f.sync_data()?;
+        Counters::add(&self.shared.stats.fsyncs, 1);
+        Ok(())
     }
 
     fn append(&mut self, segment: u32, bytes: &[u8], lsn: Lsn, durable: bool) {
@@ -572,7 +732,7 @@ impl Writer<'_> {
         }
         if self.current.as_ref().map(|(n, _)| *n) != Some(segment) {
             if let Some((_, f)) = &self.current
-                && let Err(e) = f.sync_data()
+                && let Err(e) = self.fsync(f)
             {
                 return self.fail("fsync", &e);
             }
@@ -592,22 +752,29 @@ impl Writer<'_> {
         {
             return self.fail("write", &e);
         }
+        Counters::add(&self.shared.stats.records_written, 1);
+        Counters::add(&self.shared.stats.record_bytes, bytes.len() as u64);
         if durable {
+            self.unsynced_records += 1;
             let since = self.unsynced.map_or_else(Instant::now, |(_, t)| t);
             self.unsynced = Some((lsn, since));
         }
     }
 
     fn sync(&mut self) {
+        // After a failure nothing more touches the files: what is on disk stays as it was.
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.pending_marks.clear();
+            self.pending_deletes.clear();
+            return;
+        }
         if let Some((lsn, _)) = self.unsynced.take() {
-            if self.shared.failed.load(Ordering::Acquire) {
-                return;
-            }
             if let Some((_, f)) = &self.current
-                && let Err(e) = f.sync_data()
+                && let Err(e) = self.fsync(f)
             {
                 return self.fail("fsync", &e);
             }
+            Counters::add(&self.shared.stats.synced_records, std::mem::take(&mut self.unsynced_records));
             self.shared.synced.send_replace(lsn);
         }
         // Marks and deletions only after the appends before them are durable.
@@ -627,8 +794,12 @@ impl Writer<'_> {
                     }
                 }
             };
-            if let Err(e) = file.write_all(&mark) {
-                tracing::warn!(error = %e, segment, "cannot write a mark");
+            match file.write_all(&mark) {
+                Ok(()) => {
+                    Counters::add(&self.shared.stats.marks_written, 1);
+                    Counters::add(&self.shared.stats.mark_bytes, MARK_LEN as u64);
+                }
+                Err(e) => tracing::warn!(error = %e, segment, "cannot write a mark"),
             }
         }
         for segment in std::mem::take(&mut self.pending_deletes) {
@@ -637,6 +808,7 @@ impl Writer<'_> {
                 self.current = None;
             }
             remove_segment(self.dir, segment);
+            Counters::add(&self.shared.stats.segments_deleted, 1);
         }
     }
 }
@@ -650,7 +822,9 @@ fn writer_loop(dir: &Path, rx: &mpsc::Receiver<Cmd>, shared: &Shared, policy: Sy
         pending_marks: Vec::new(),
         pending_deletes: Vec::new(),
         unsynced: None,
+        unsynced_records: 0,
     };
+    let mut reported = (Instant::now(), LogStats::default());
     loop {
         let first = match (policy, w.unsynced) {
             (SyncPolicy::Batch(d), Some((_, since))) => {
@@ -693,8 +867,27 @@ fn writer_loop(dir: &Path, rx: &mpsc::Receiver<Cmd>, shared: &Shared, policy: Sy
         for r in replies {
             let _ = r.send(());
         }
+        if reported.0.elapsed() >= STATS_EVERY {
+            let now = shared.stats.snapshot();
+            if now != reported.1 {
+                let fsyncs = now.fsyncs - reported.1.fsyncs;
+                let records = now.synced_records - reported.1.synced_records;
+                tracing::info!(
+                    fsyncs,
+                    records,
+                    records_per_fsync = if fsyncs == 0 { 0.0 } else { records as f64 / fsyncs as f64 },
+                    record_bytes = now.record_bytes - reported.1.record_bytes,
+                    mark_bytes = now.mark_bytes - reported.1.mark_bytes,
+                    "message log activity in the last minute"
+                );
+            }
+            reported = (Instant::now(), now);
+        }
     }
 }
+
+/// How often the writer logs its counters (when they changed).
+const STATS_EVERY: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

@@ -325,3 +325,64 @@ async fn many_durable_queues_all_confirm_and_recover() {
         assert_eq!(drain(&ch, &q).await, vec![(q.as_bytes().to_vec(), false)], "{q}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_fsync_turns_confirms_into_nacks_and_keeps_what_was_stored() {
+    // The broker's test hook (SWITCHYARD_FAULT_INJECTION): every fsync of the message log
+    // fails while `messages/fail-fsync` exists, as on a full or broken disk.
+    let mut broker = Broker::start_with("", &[("SWITCHYARD_FAULT_INJECTION", "1")]);
+    let fault = broker.data_dir().join("messages").join("fail-fsync");
+    {
+        let (_c, ch) = connect(&broker).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+        ch.queue_declare("safe".into(), durable(), FieldTable::default()).await.expect("queue");
+        for i in 0..20u32 {
+            publish_confirmed(&ch, "", "safe", &i.to_be_bytes(), persistent()).await;
+        }
+        std::fs::write(&fault, b"").expect("arm the fault");
+        let confirm = ch
+            .basic_publish("".into(), "safe".into(), BasicPublishOptions::default(), b"doomed", persistent())
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_nack(), "a message whose fsync failed must be nacked, got {confirm:?}");
+        // The log refuses further persistent messages with a clear channel error.
+        let refused = ch
+            .basic_publish("".into(), "safe".into(), BasicPublishOptions::default(), b"refused", persistent())
+            .await
+            .expect("publish")
+            .await;
+        let closed = match &refused {
+            Ok(c) => c.is_nack(),
+            Err(e) => format!("{e:?}").contains("message store unavailable"),
+        };
+        assert!(closed, "after a failure the store refuses writes: {refused:?}");
+        // Transient traffic and other clients carry on.
+        let (_c2, ch2) = connect(&broker).await;
+        ch2.queue_declare("scratch".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("transient queue");
+        ch2.basic_publish(
+            "".into(),
+            "scratch".into(),
+            BasicPublishOptions::default(),
+            b"t",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("transient publish");
+        assert_eq!(drain(&ch2, "scratch").await.len(), 1);
+    }
+    assert!(broker.logs().contains("injected fsync failure"), "the failure is logged");
+    std::fs::remove_file(&fault).expect("disarm");
+    broker.kill();
+    broker.restart();
+    let (_c, ch) = connect(&broker).await;
+    let got = drain(&ch, "safe").await;
+    let confirmed: Vec<u32> =
+        got.iter().filter(|(b, _)| b.len() == 4).map(|(b, _)| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(confirmed, (0..20).collect::<Vec<_>>(), "everything confirmed before the failure is intact");
+    // The nacked message may or may not be there (at-least-once); nothing else is.
+    assert!(got.iter().all(|(b, _)| b.len() == 4 || b == b"doomed"), "{got:?}");
+}

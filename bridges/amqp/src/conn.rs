@@ -431,6 +431,7 @@ impl Conn {
             consumer_cancel_notify: self.consumer_cancel_notify,
             written: Vec::new(),
             synced: *self.broker.message_log().synced().borrow(),
+            log_failed: self.broker.message_log().is_failed(),
         });
         self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
         self.phase = Phase::Running;
@@ -630,6 +631,7 @@ impl Conn {
     fn release_confirms(&mut self, synced: switchyard::store::Lsn) {
         let Some(st) = self.state.as_mut() else { return };
         st.synced = synced;
+        st.log_failed = self.broker.message_log().is_failed();
         for ch in self.channels.values_mut() {
             ch.release_confirms(st);
         }
