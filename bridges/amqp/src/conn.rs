@@ -506,8 +506,7 @@ impl Conn {
                 if let (Some(mut ch), Some(st)) = (self.channels.remove(&id), self.state.as_mut()) {
                     ch.flush_confirms(st);
                     ch.release(st);
-                    self.out.buf.extend_from_slice(&st.out.buf);
-                    st.out.buf.clear();
+                    append_out(&mut self.out.buf, &mut st.out.buf);
                 }
                 self.out.method(id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 Ok(())
@@ -559,8 +558,7 @@ impl Conn {
             return Ok(());
         }
         let result = f(ch, st);
-        self.out.buf.extend_from_slice(&st.out.buf);
-        st.out.buf.clear();
+        append_out(&mut self.out.buf, &mut st.out.buf);
         match result {
             Err(e) if !e.hard => {
                 self.close_channel(id, &e);
@@ -576,8 +574,7 @@ impl Conn {
             ch.flush_confirms(st);
             ch.release(st);
             ch.closing = true;
-            self.out.buf.extend_from_slice(&st.out.buf);
-            st.out.buf.clear();
+            append_out(&mut self.out.buf, &mut st.out.buf);
         }
         self.out.method(
             id,
@@ -616,8 +613,7 @@ impl Conn {
                 }
             }
         }
-        self.out.buf.extend_from_slice(&st.out.buf);
-        st.out.buf.clear();
+        append_out(&mut self.out.buf, &mut st.out.buf);
     }
 
     fn report_written(&mut self) {
@@ -635,8 +631,7 @@ impl Conn {
         for ch in self.channels.values_mut() {
             ch.release_confirms(st);
         }
-        self.out.buf.extend_from_slice(&st.out.buf);
-        st.out.buf.clear();
+        append_out(&mut self.out.buf, &mut st.out.buf);
     }
 
     fn flush_confirms(&mut self) {
@@ -644,8 +639,7 @@ impl Conn {
         for ch in self.channels.values_mut() {
             ch.flush_confirms(st);
         }
-        self.out.buf.extend_from_slice(&st.out.buf);
-        st.out.buf.clear();
+        append_out(&mut self.out.buf, &mut st.out.buf);
     }
 
     fn on_alarm_change(&mut self, blocked: bool) {
@@ -697,6 +691,17 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
         _ => None,
     };
     Some((get("LOGIN")?, get("PASSWORD")?))
+}
+
+/// Moves what a channel encoded into the connection's outgoing buffer: a swap when that is
+/// empty (the usual case), so delivered bodies are not copied a second time.
+fn append_out(dst: &mut BytesMut, src: &mut BytesMut) {
+    if dst.is_empty() {
+        std::mem::swap(dst, src);
+    } else {
+        dst.extend_from_slice(src);
+        src.clear();
+    }
 }
 
 #[cfg(test)]
