@@ -107,6 +107,7 @@ async fn backlog_of_persistent_messages() {
     sampler.abort();
     let peak = peak_rss.load(Ordering::Relaxed);
 
+    let first_run_logs = broker.logs();
     broker.kill();
     let t = Instant::now();
     broker.restart();
@@ -134,21 +135,31 @@ async fn backlog_of_persistent_messages() {
     // Let the writer record the last forgets, then read the process's write total.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written_consume = proc_field(pid, "io", "write_bytes:");
+    let rss_drained = proc_field(pid, "status", "VmRSS:");
+    // The writer logs its fsync counters once a minute (group-commit evidence).
+    let activity: Vec<String> = first_run_logs
+        .lines()
+        .filter(|l| l.contains("message log activity"))
+        .map(|l| l.split("INFO").last().unwrap_or(l).trim().to_string())
+        .collect();
     let bytes_published = published * 1024;
     eprintln!(
         "soak: {published} x 1 KiB persistent, {publishers} publishers\n\
          publish: {:.0} msg/s ({publish_secs:.1} s), peak RSS {} MiB, log on disk {} MiB\n\
          recovery after SIGKILL: {:.2} s (ready line), RSS after recovery {} MiB\n\
-         consume: {:.0} msg/s\n\
-         write amplification: publish {:.2}x, consume (marks) {:.3}x of bytes published",
+         consume: {:.0} msg/s, RSS after draining {} MiB\n\
+         write amplification: publish {:.2}x, consume (marks) {:.3}x of bytes published\n\
+         writer activity while publishing (per minute):\n  {}",
         published as f64 / publish_secs,
         peak / 1024,
         disk / (1024 * 1024),
         recovery.as_secs_f64(),
         rss_recovered / 1024,
         published as f64 / consume_secs,
+        rss_drained / 1024,
         written_publish as f64 / bytes_published as f64,
         written_consume as f64 / bytes_published as f64,
+        activity.join("\n  "),
     );
     assert_eq!(got, published);
 }

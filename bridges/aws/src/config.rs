@@ -1,5 +1,6 @@
 //! The `[aws]` configuration section.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,39 @@ pub struct AwsConfig {
     /// Largest request body accepted, in bytes (a 10-entry batch of 1 MiB messages plus
     /// JSON overhead fits in the default).
     pub max_body_bytes: usize,
+    /// Which limits apply: `strict` (AWS's numbers, the default) or `relaxed`
+    /// (see `sqs::limits`).
+    pub limits: crate::sqs::limits::LimitsMode,
+    /// Request authentication: `any` (the default: any credentials or none are accepted)
+    /// or `sigv4` (signatures are verified against `credentials`).
+    pub auth: AuthMode,
+    /// Access key id → secret access key, for `auth = "sigv4"`.
+    pub credentials: BTreeMap<String, String>,
+}
+
+/// How requests are authenticated (`[aws] auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Any credentials, or none, are accepted (as LocalStack does).
+    #[default]
+    Any,
+    /// AWS Signature Version 4 is verified, in the `Authorization` header or the query string.
+    Sigv4,
+}
+
+impl AwsConfig {
+    /// Largest request body accepted: the configured limit, raised in relaxed mode so the
+    /// larger messages it allows fit (twice the message size: escaping or base64 included).
+    pub fn body_limit(&self) -> usize {
+        match self.limits {
+            crate::sqs::limits::LimitsMode::Strict => self.max_body_bytes,
+            crate::sqs::limits::LimitsMode::Relaxed => {
+                let max_message = crate::sqs::limits::Limits::RELAXED.max_message_size as usize;
+                self.max_body_bytes.max(2 * max_message + 64 * 1024)
+            }
+        }
+    }
 }
 
 impl Default for AwsConfig {
@@ -29,6 +63,9 @@ impl Default for AwsConfig {
             account_id: "000000000000".into(),
             region: "us-east-1".into(),
             max_body_bytes: 2 * 1024 * 1024 + 64 * 1024,
+            limits: crate::sqs::limits::LimitsMode::Strict,
+            auth: AuthMode::Any,
+            credentials: BTreeMap::new(),
         }
     }
 }

@@ -70,9 +70,33 @@ pub enum AwsError {
     /// PurgeQueue twice within 60 s (not enforced yet; kept for the mapping).
     #[error("Only one PurgeQueue operation on {0} is allowed every 60 seconds.")]
     PurgeQueueInProgress(String),
+    /// Too many messages in flight on the queue (short poll).
+    #[error("Too many messages in flight (the limit is {0}).")]
+    OverLimit(u64),
+    /// A resource (a move task handle) that does not exist.
+    #[error("{0}")]
+    ResourceNotFound(String),
+    /// A request the signature check refused (strict SigV4 mode); see [`crate::sigv4`].
+    #[error("{1}")]
+    Auth(AuthFailure, String),
     /// The core refused for a reason with no closer AWS code.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why a signature check refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header and no `X-Amz-Signature` query parameter.
+    Missing,
+    /// The signature's parts are malformed or missing.
+    Incomplete,
+    /// The access key id is not configured.
+    UnknownKey,
+    /// The signature does not match the request.
+    BadSignature,
+    /// The request time is too far from now (or a presigned URL expired).
+    Expired,
 }
 
 /// The AWS shape of an error: HTTP status, JSON `__type` code, and the query-protocol code.
@@ -120,6 +144,18 @@ pub fn shape(err: &AwsError) -> Shape {
         InvalidBatchEntryId => s("InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId"),
         BatchRequestTooLong(_) => s("BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong"),
         PurgeQueueInProgress(_) => s("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress"),
+        OverLimit(_) => s("OverLimit", "OverLimit"),
+        ResourceNotFound(_) => s("ResourceNotFoundException", "ResourceNotFoundException"),
+        Auth(kind, _) => {
+            let (status, code) = match kind {
+                AuthFailure::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
+                AuthFailure::Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
+                AuthFailure::UnknownKey => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
+                AuthFailure::BadSignature => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+                AuthFailure::Expired => (StatusCode::FORBIDDEN, "RequestExpired"),
+            };
+            Shape { status, ..s(code, code) }
+        }
         Internal(_) => Shape {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "InternalError",

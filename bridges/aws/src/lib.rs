@@ -12,15 +12,18 @@
 //!
 //! Modules: [`config`] (the `[aws]` section), [`server`] (listener and router), [`error`]
 //! (errors and their one mapping to AWS shapes), [`sqs`] (SQS on the core's queues),
-//! [`query`] (the query/XML protocol), [`md5`] (the checksums SDKs verify).
+//! [`query`] (the query/XML protocol), [`md5`] (the checksums SDKs verify), [`sigv4`]
+//! (request signature verification).
 //!
-//! Signatures are not verified: any SigV4 credentials are accepted.
+//! By default any credentials are accepted (`[aws] auth = "any"`); with `auth = "sigv4"`
+//! every request's SigV4 signature is verified against `[aws] credentials` first.
 
 pub mod config;
 pub mod error;
 pub mod md5;
 pub mod query;
 pub mod server;
+pub mod sigv4;
 pub mod sqs;
 
 pub use config::AwsConfig;

@@ -6,7 +6,9 @@
 //! protocol's XML ([`to_xml`]). Flattened names map as follows: `Attribute.N.Name/Value` →
 //! `Attributes`, `AttributeName.N` → `AttributeNames` (likewise `MessageAttributeName.N`,
 //! `MessageSystemAttributeName.N`), `MessageAttribute.N.Name` + `.Value.DataType/StringValue/
-//! BinaryValue` → `MessageAttributes`, `<Kind>BatchRequestEntry.N.<Field>` → `Entries`.
+//! BinaryValue` → `MessageAttributes`, `<Kind>BatchRequestEntry.N.<Field>` → `Entries`,
+//! `Tag.N.Key/Value` → `Tags` (`tags` for CreateQueue), `TagKey.N` → `TagKeys`,
+//! `AWSAccountId.N` → `AWSAccountIds`, `ActionName.N` → `Actions`.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +22,14 @@ use crate::error::{AwsError, shape};
 const XMLNS: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
 
 /// Parameters whose values are integers in the JSON shape.
-const INTEGERS: &[&str] =
-    &["DelaySeconds", "MaxNumberOfMessages", "VisibilityTimeout", "WaitTimeSeconds", "MaxResults"];
+const INTEGERS: &[&str] = &[
+    "DelaySeconds",
+    "MaxNumberOfMessages",
+    "VisibilityTimeout",
+    "WaitTimeSeconds",
+    "MaxResults",
+    "MaxNumberOfMessagesPerSecond",
+];
 
 /// `(Action, input)` from a form body; `path` is the request path (query requests may be
 /// posted to the queue URL instead of naming `QueueUrl`).
@@ -33,9 +41,18 @@ pub fn form_to_input(body: &[u8], path: &str, host: &str) -> Result<(String, Val
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.clone())
         .ok_or_else(|| AwsError::MissingParameter("Action".into()))?;
-    let rest: Vec<(&str, &str)> =
-        params.iter().filter(|(k, _)| k != "Action" && k != "Version").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Signature parameters of query-string authentication are not action input.
+    let rest: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "Action" && k != "Version" && !k.starts_with("X-Amz-"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut input = build(&rest)?;
+    if action == "CreateQueue"
+        && let Some(tags) = input.remove("Tags")
+    {
+        input.insert("tags".into(), tags);
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     if !input.contains_key("QueueUrl")
         && let [account, name] = segments[..]
@@ -105,10 +122,24 @@ fn build(params: &[(&str, &str)]) -> Result<Map<String, Value>, AwsError> {
                 }
                 out.insert("MessageAttributes".into(), Value::Object(m));
             }
-            "AttributeName" | "MessageAttributeName" | "MessageSystemAttributeName" => {
+            "AttributeName" | "MessageAttributeName" | "MessageSystemAttributeName" | "TagKey" | "AWSAccountId" => {
                 let list =
                     indexed.values().filter_map(|p| field(p, "")).map(|s| Value::String(s.to_string())).collect();
                 out.insert(format!("{head}s"), Value::Array(list));
+            }
+            "ActionName" => {
+                let list =
+                    indexed.values().filter_map(|p| field(p, "")).map(|s| Value::String(s.to_string())).collect();
+                out.insert("Actions".into(), Value::Array(list));
+            }
+            "Tag" => {
+                let mut m = Map::new();
+                for p in indexed.values() {
+                    if let Some(k) = field(p, "Key") {
+                        m.insert(k.to_string(), Value::String(field(p, "Value").unwrap_or("").to_string()));
+                    }
+                }
+                out.insert("Tags".into(), Value::Object(m));
             }
             h if h.ends_with("BatchRequestEntry") => {
                 let entries = indexed.values().map(|p| build(p).map(Value::Object)).collect::<Result<Vec<_>, _>>()?;
@@ -147,7 +178,7 @@ fn scalar(v: &Value) -> String {
 fn write_members(action: &str, m: &Map<String, Value>, out: &mut String) {
     for (k, v) in m {
         match (k.as_str(), v) {
-            ("QueueUrls", Value::Array(a)) => {
+            ("QueueUrls" | "queueUrls", Value::Array(a)) => {
                 a.iter().for_each(|u| out.push_str(&format!("<QueueUrl>{}</QueueUrl>", scalar(u))))
             }
             ("Messages", Value::Array(a)) => {
@@ -157,6 +188,20 @@ fn write_members(action: &str, m: &Map<String, Value>, out: &mut String) {
                         write_members(action, mm, out);
                     }
                     out.push_str("</Message>");
+                }
+            }
+            ("Tags", Value::Object(tags)) => {
+                for (n, val) in tags {
+                    out.push_str(&format!("<Tag><Key>{}</Key><Value>{}</Value></Tag>", esc(n), scalar(val)));
+                }
+            }
+            ("Results", Value::Array(a)) => {
+                for e in a {
+                    out.push_str("<ListMessageMoveTasksResultEntry>");
+                    if let Value::Object(em) = e {
+                        write_members(action, em, out);
+                    }
+                    out.push_str("</ListMessageMoveTasksResultEntry>");
                 }
             }
             ("Attributes", Value::Object(attrs)) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AwsConfig;
 use crate::error::{AwsError, json_error};
 use crate::query;
+use crate::sigv4;
 use crate::sqs::{self, Sqs};
 
 /// Shared state of the router: one handle per service.
@@ -21,6 +22,8 @@ use crate::sqs::{self, Sqs};
 struct Services {
     sqs: Sqs,
     max_body_bytes: usize,
+    /// Set in `auth = "sigv4"` mode: access key id → secret.
+    credentials: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Serves the AWS APIs on `listener` until `shutdown` is cancelled.
@@ -31,7 +34,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let sqs = Sqs::new(broker, cfg.clone()).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let app = router(Arc::new(Services { sqs, max_body_bytes: cfg.max_body_bytes }));
+    let credentials = (cfg.auth == crate::config::AuthMode::Sigv4).then(|| cfg.credentials.clone());
+    let app = router(Arc::new(Services { sqs, max_body_bytes: cfg.body_limit(), credentials }));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
@@ -49,13 +53,26 @@ async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Respon
         Err(e) => return json_error(sqs::NAMESPACE, &e),
     };
     let host = header(&parts.headers, "host").unwrap_or("localhost:4566").to_string();
+    if let Some(credentials) = &services.credentials {
+        let req = sigv4::Request { method: &parts.method, uri: &parts.uri, headers: &parts.headers, body: &body };
+        let now = (switchyard::time::now_ms() / 1000) as i64;
+        if let Err(e) = sigv4::verify(&req, credentials, now) {
+            tracing::debug!(error = %e, "request signature refused");
+            return match target {
+                Some(_) => json_error(sqs::NAMESPACE, &e),
+                None => query::xml_error(&e),
+            };
+        }
+    }
     match target.as_deref() {
         Some(t) => match t.split_once('.') {
             Some((sqs::TARGET_PREFIX, action)) => services.sqs.handle_json(action, &body, &host).await,
             _ => json_error(sqs::NAMESPACE, &AwsError::UnknownOperation(format!("Unknown target {t}"))),
         },
         None => {
-            let (action, input) = match query::form_to_input(&body, parts.uri.path(), &host) {
+            // Query requests may carry their parameters in the URL (GET, presigned URLs).
+            let form = if body.is_empty() { parts.uri.query().unwrap_or("").as_bytes() } else { &body[..] };
+            let (action, input) = match query::form_to_input(form, parts.uri.path(), &host) {
                 Ok(x) => x,
                 Err(e) => return query::xml_error(&e),
             };

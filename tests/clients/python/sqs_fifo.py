@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """boto3 (AWS JSON 1.0): FIFO queues — order within a group, a group blocked while one of
 its messages is in flight, dedup by MessageDeduplicationId and by content (SHA-256),
-SequenceNumber, and the FIFO validation errors."""
+SequenceNumber, DeduplicationScope/FifoThroughputLimit, ReceiveRequestAttemptId, and the
+FIFO validation errors."""
 
 from _sqs_common import check, client, eq, error_code, main, name, test
 
@@ -102,6 +103,57 @@ def fifo_errors():
        "InvalidParameterValue", "per-message delay on FIFO")
     eq(error_code(sqs.create_queue, QueueName=name("nofifo", fifo=True))[0],
        "InvalidParameterValue", ".fifo name without FifoQueue")
+    sqs.delete_queue(QueueUrl=url)
+
+
+@test
+def dedup_scope_message_group():
+    url = fifo_queue(DeduplicationScope="messageGroup", FifoThroughputLimit="perMessageGroupId")
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["DeduplicationScope", "FifoThroughputLimit"])
+    eq(a["Attributes"], {"DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}, "attrs")
+    first = sqs.send_message(QueueUrl=url, MessageBody="a", MessageGroupId="g1", MessageDeduplicationId="same")
+    # The same id in another group is a different message; in the same group, a duplicate.
+    other = sqs.send_message(QueueUrl=url, MessageBody="b", MessageGroupId="g2", MessageDeduplicationId="same")
+    dup = sqs.send_message(QueueUrl=url, MessageBody="c", MessageGroupId="g1", MessageDeduplicationId="same")
+    check(first["MessageId"] != other["MessageId"], "other group is not a duplicate")
+    eq(dup["MessageId"], first["MessageId"], "same group is a duplicate")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    eq(sorted(m["Body"] for m in got), ["a", "b"], "two messages stored")
+    # Queue scope (the default) dedups across groups; switching scope is allowed later.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"FifoThroughputLimit": "perQueue", "DeduplicationScope": "queue"})
+    q = fifo_queue()
+    x = sqs.send_message(QueueUrl=q, MessageBody="x", MessageGroupId="g1", MessageDeduplicationId="id")
+    y = sqs.send_message(QueueUrl=q, MessageBody="y", MessageGroupId="g2", MessageDeduplicationId="id")
+    eq(y["MessageId"], x["MessageId"], "queue scope dedups across groups")
+    eq(error_code(sqs.set_queue_attributes, QueueUrl=q, Attributes={"FifoThroughputLimit": "perMessageGroupId"})[0],
+       "InvalidParameterValue", "perMessageGroupId needs messageGroup scope")
+    eq(error_code(sqs.set_queue_attributes, QueueUrl=q, Attributes={"DeduplicationScope": "everything"})[0],
+       "InvalidParameterValue", "bad scope")
+    for u in (url, q):
+        sqs.delete_queue(QueueUrl=u)
+
+
+@test
+def receive_request_attempt_id_returns_the_same_batch():
+    url = fifo_queue(VisibilityTimeout=30)
+    # Two groups, so one receive gets two messages (this broker returns one per group per receive).
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="m%d" % i, MessageGroupId="g%d" % min(i, 1),
+                         MessageDeduplicationId="d%d" % i)
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
+    eq([m["Body"] for m in again], [m["Body"] for m in first], "same messages")
+    eq([m["ReceiptHandle"] for m in again], [m["ReceiptHandle"] for m in first], "same receipt handles")
+    eq(sorted(m["Body"] for m in first), ["m0", "m1"], "one from each group")
+    # Another attempt id is a new receive: both groups are blocked while the batch is in flight.
+    eq(sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try-2").get("Messages"), None, "groups blocked")
+    for m in first:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    # Once deleted, a retry of the first attempt is a fresh receive.
+    later = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
+    eq([m["Body"] for m in later], ["m2"], "fresh receive after the batch was deleted")
+    eq(error_code(sqs.receive_message, QueueUrl=url, ReceiveRequestAttemptId="x" * 129)[0],
+       "InvalidParameterValue", "attempt id too long")
     sqs.delete_queue(QueueUrl=url)
 
 

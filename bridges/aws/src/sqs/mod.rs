@@ -22,6 +22,10 @@
 //! Long polls wait on the queue's "messages available" notification, so they wake on a send,
 //! a delay passing, a lease expiring or a visibility change to 0.
 
+pub mod admin;
+pub mod attempts;
+pub mod limits;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,30 +51,15 @@ use switchyard::{
 use crate::config::AwsConfig;
 use crate::error::{AwsError, json_error};
 use crate::md5::{AttrValue, attributes_md5, md5_hex};
+use attempts::Attempts;
+use limits::Limits;
 
 /// The `X-Amz-Target` prefix of SQS actions.
 pub const TARGET_PREFIX: &str = "AmazonSQS";
 /// The namespace in `__type` of SQS errors.
 pub const NAMESPACE: &str = "com.amazonaws.sqs";
 
-/// AWS's limits (strict mode).
-mod limits {
-    pub const MAX_VISIBILITY: i64 = 43_200;
-    pub const MAX_DELAY: i64 = 900;
-    pub const MIN_RETENTION: i64 = 60;
-    pub const MAX_RETENTION: i64 = 1_209_600;
-    pub const DEFAULT_RETENTION: i64 = 345_600;
-    pub const MIN_MESSAGE_SIZE: i64 = 1_024;
-    pub const MAX_MESSAGE_SIZE: i64 = 1_048_576;
-    pub const MAX_WAIT: i64 = 20;
-    pub const MAX_BATCH: usize = 10;
-    pub const MAX_ATTRIBUTES: usize = 10;
-    pub const MAX_RECEIVE_COUNT: i64 = 1_000;
-    pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
-    pub const MAX_LEASE_MS: u64 = 12 * 3600 * 1000;
-}
-
-/// Queue attributes that may be set, with their defaults.
+/// Queue attributes that may be set, with their defaults (empty: absent unless set).
 const SETTABLE: &[(&str, &str)] = &[
     ("VisibilityTimeout", "30"),
     ("DelaySeconds", "0"),
@@ -78,17 +67,29 @@ const SETTABLE: &[(&str, &str)] = &[
     ("MaximumMessageSize", "1048576"),
     ("ReceiveMessageWaitTimeSeconds", "0"),
     ("RedrivePolicy", ""),
+    ("RedriveAllowPolicy", ""),
+    ("Policy", ""),
     ("FifoQueue", "false"),
     ("ContentBasedDeduplication", "false"),
+    ("DeduplicationScope", "queue"),
+    ("FifoThroughputLimit", "perQueue"),
+    ("SqsManagedSseEnabled", "true"),
+    ("KmsMasterKeyId", ""),
+    ("KmsDataKeyReusePeriodSeconds", ""),
 ];
 
-/// Settable attributes whose change after creation needs a core change not made yet.
-const CREATE_ONLY: &[&str] = &["MessageRetentionPeriod", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication"];
+/// Attributes only FIFO queues have.
+const FIFO_ONLY: &[&str] = &["FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"];
 
-/// The arguments key holding the SQS attributes as given.
+/// The arguments key holding the SQS attributes as given (declared at creation; the
+/// queue's policy holds later changes).
 const ATTRS_ARG: &str = "x-sqs-attributes";
 /// The arguments key holding the creation time (epoch seconds).
 const CREATED_ARG: &str = "x-sqs-created";
+/// The policy key holding the time of the last attribute change (epoch seconds).
+const MODIFIED_ARG: &str = "x-sqs-modified";
+/// The arguments/policy key holding the queue's tags (JSON object text).
+const TAGS_ARG: &str = "x-sqs-tags";
 /// Header carrying the FIFO sequence number of a message sent through SQS.
 const SEQ_HEADER: &str = "x-sqs-sequence-number";
 /// Header carrying the FIFO deduplication id.
@@ -96,13 +97,20 @@ const DEDUP_HEADER: &str = "x-sqs-deduplication-id";
 /// Header prefix recording an attribute's SQS data type when it is not plain `String`/`Binary`.
 const TYPE_HEADER_PREFIX: &str = "x-sqs-type.";
 
-/// Per-queue front-end state: attribute changes made by `SetQueueAttributes` (in memory)
-/// and the FIFO deduplication answers (the original message id for a duplicate).
+/// Which core arguments each SQS attribute governs (see the module table).
+const GOVERNED: &[(&str, &[&str])] = &[
+    ("VisibilityTimeout", &["x-lease-timeout"]),
+    ("DelaySeconds", &["x-delivery-delay"]),
+    ("MessageRetentionPeriod", &["x-message-ttl"]),
+    ("RedrivePolicy", &["x-dead-letter-exchange", "x-dead-letter-routing-key", "x-delivery-limit", "x-drop-expired"]),
+];
+
+/// Per-queue front-end state kept in memory: FIFO deduplication answers (the original
+/// message id for a duplicate) and `ReceiveRequestAttemptId` batches.
 #[derive(Debug, Default)]
 struct Overlay {
-    attrs: BTreeMap<String, String>,
-    modified: Option<u64>,
     dedup: HashMap<String, (String, String, Millis)>,
+    attempts: Attempts,
 }
 
 /// The SQS service: the vhost it serves and the front-end state.
@@ -112,7 +120,11 @@ pub struct Sqs {
     vhost: Arc<VHost>,
     ctx: ClientContext,
     cfg: AwsConfig,
+    limits: &'static Limits,
     overlays: Mutex<HashMap<String, Overlay>>,
+    /// Parsed attributes per queue, keyed by the queue instance (dropped when SQS changes them).
+    attrs_cache: Mutex<AttrsCache>,
+    tasks: Arc<Mutex<admin::MoveTasks>>,
     sequence: AtomicU64,
     /// Random per process: lease ids restart after a restart, so a receipt handle from an
     /// earlier run must not settle a lease of this one.
@@ -120,6 +132,9 @@ pub struct Sqs {
 }
 
 type Res<T> = Result<T, AwsError>;
+
+/// Queue name → (queue instance address, its parsed SQS attributes).
+type AttrsCache = HashMap<String, (usize, Arc<BTreeMap<String, String>>)>;
 
 fn core_err(e: CoreError) -> AwsError {
     match e.kind {
@@ -130,8 +145,8 @@ fn core_err(e: CoreError) -> AwsError {
 }
 
 impl Sqs {
-    /// SQS on the vhost named in `cfg`. Credentials are not checked: requests act as an
-    /// internal superuser of that vhost.
+    /// SQS on the vhost named in `cfg`. Requests act as an internal superuser of that vhost
+    /// (signatures, when checked, are checked before a request gets here).
     pub fn new(broker: BrokerHandle, cfg: AwsConfig) -> Result<Sqs, CoreError> {
         let user = User::superuser("aws", &[cfg.vhost.as_str()]);
         let vhost = broker.open_vhost(&cfg.vhost, &user)?;
@@ -139,7 +154,24 @@ impl Sqs {
         // Sequence numbers keep growing across restarts: start from the clock.
         let sequence = AtomicU64::new(now_ms().saturating_mul(1000));
         let boot = rand::random();
-        Ok(Sqs { broker, vhost, ctx, cfg, overlays: Mutex::new(HashMap::new()), sequence, boot })
+        let limits = Limits::of(cfg.limits);
+        Ok(Sqs {
+            broker,
+            vhost,
+            ctx,
+            cfg,
+            limits,
+            overlays: Mutex::new(HashMap::new()),
+            attrs_cache: Mutex::new(HashMap::new()),
+            tasks: Arc::new(Mutex::new(admin::MoveTasks::default())),
+            sequence,
+            boot,
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        self.limits
     }
 
     /// Runs the JSON-protocol `action` on `body`; `host` builds queue URLs.
@@ -180,15 +212,15 @@ impl Sqs {
             "DeleteMessageBatch" => self.delete_message_batch(input),
             "ChangeMessageVisibility" => self.change_visibility(input),
             "ChangeMessageVisibilityBatch" => self.change_visibility_batch(input),
-            "ListDeadLetterSourceQueues"
-            | "TagQueue"
-            | "UntagQueue"
-            | "ListQueueTags"
-            | "AddPermission"
-            | "RemovePermission"
-            | "StartMessageMoveTask"
-            | "ListMessageMoveTasks"
-            | "CancelMessageMoveTask" => Err(AwsError::UnsupportedOperation(format!("{action} is not supported yet"))),
+            "ListDeadLetterSourceQueues" => self.list_dead_letter_source_queues(input, host),
+            "TagQueue" => self.tag_queue(input),
+            "UntagQueue" => self.untag_queue(input),
+            "ListQueueTags" => self.list_queue_tags(input),
+            "AddPermission" => self.add_permission(input),
+            "RemovePermission" => self.remove_permission(input),
+            "StartMessageMoveTask" => self.start_message_move_task(input),
+            "ListMessageMoveTasks" => self.list_message_move_tasks(input),
+            "CancelMessageMoveTask" => self.cancel_message_move_task(input),
             other => Err(AwsError::UnknownOperation(format!("Unknown operation AmazonSQS.{other}"))),
         }
     }
@@ -203,11 +235,16 @@ impl Sqs {
         format!("arn:aws:sqs:{}:{}:{name}", self.cfg.region, self.cfg.account_id)
     }
 
+    /// The live queue called `name`.
+    fn live_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.vhost.queue(name).filter(|q| !q.is_deleted())
+    }
+
     /// The queue a `QueueUrl` names (the last path segment).
     fn queue_from_url(&self, input: &Value) -> Res<(String, Arc<Queue>)> {
         let url = req_str(input, "QueueUrl")?;
         let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-        let q = self.vhost.queue(&name).filter(|q| !q.is_deleted()).ok_or(AwsError::QueueDoesNotExist)?;
+        let q = self.live_queue(&name).ok_or(AwsError::QueueDoesNotExist)?;
         Ok((name, q))
     }
 
@@ -215,11 +252,10 @@ impl Sqs {
         let name = req_str(input, "QueueName")?.to_string();
         check_queue_name(&name)?;
         let given = string_map(input.get("Attributes"), "Attributes")?;
-        if input.get("tags").is_some_and(|t| t.as_object().is_some_and(|m| !m.is_empty())) {
-            return Err(AwsError::UnsupportedOperation("Queue tags are not supported yet".into()));
-        }
-        let attrs = normalize_attributes(&name, &given, true)?;
-        if let Some(existing) = self.vhost.queue(&name).filter(|q| !q.is_deleted()) {
+        let tags = string_map(input.get("tags"), "tags")?;
+        admin::check_tags(&tags, self.limits)?;
+        let attrs = normalize_attributes(&name, &given, true, self.limits)?;
+        if let Some(existing) = self.live_queue(&name) {
             let current = self.effective_attributes(&name, &existing);
             for (k, v) in &attrs {
                 if current.get(k) != Some(v) {
@@ -228,133 +264,154 @@ impl Sqs {
             }
             return Ok(json!({ "QueueUrl": self.queue_url(host, &name) }));
         }
-        if let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) {
-            let (dlq, _) = parse_redrive(policy)?;
-            if self.vhost.queue(&dlq).is_none() {
-                return Err(AwsError::InvalidParameterValue(format!(
-                    "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist."
-                )));
-            }
-            if dlq.ends_with(".fifo") != name.ends_with(".fifo") {
-                return Err(AwsError::InvalidParameterValue(format!(
-                    "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue must be the same type of queue as the source."
-                )));
-            }
+        self.check_redrive_target(&name, &attrs)?;
+        if name.ends_with(".fifo") {
+            check_fifo_throughput(&attrs)?;
         }
-        let arguments = queue_arguments(&attrs)?;
+        let mut arguments = queue_arguments(&attrs, true, self.limits)?;
+        if !tags.is_empty() {
+            arguments.insert(TAGS_ARG.into(), FieldValue::text(json!(tags).to_string()));
+        }
         let spec = QueueSpec { name: name.clone(), durable: true, arguments, ..QueueSpec::default() };
         self.vhost.declare_queue(spec, &self.ctx).map_err(core_err)?;
-        self.overlays.lock().remove(&name);
+        self.forget(&name);
         Ok(json!({ "QueueUrl": self.queue_url(host, &name) }))
+    }
+
+    /// Drops the front-end state of a queue that was created, changed or deleted.
+    fn forget(&self, name: &str) {
+        self.overlays.lock().remove(name);
+        self.attrs_cache.lock().remove(name);
+    }
+
+    /// Checks that a `RedrivePolicy` among `attrs` of queue `name` names an existing DLQ of
+    /// the same type whose `RedriveAllowPolicy` lets `name` use it.
+    fn check_redrive_target(&self, name: &str, attrs: &BTreeMap<String, String>) -> Res<()> {
+        let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) else { return Ok(()) };
+        let (dlq, _) = parse_redrive(policy, self.limits)?;
+        let bad = |why: &str| {
+            AwsError::InvalidParameterValue(format!(
+                "Value {policy} for parameter RedrivePolicy is invalid. Reason: {why}"
+            ))
+        };
+        let Some(target) = self.live_queue(&dlq) else {
+            return Err(bad("Dead letter target does not exist."));
+        };
+        if dlq.ends_with(".fifo") != name.ends_with(".fifo") {
+            return Err(bad("Dead-letter queue must be the same type of queue as the source."));
+        }
+        let allow = self.effective_attributes(&dlq, &target).get("RedriveAllowPolicy").cloned().unwrap_or_default();
+        if !admin::redrive_allowed(&allow, &self.queue_arn(name)) {
+            return Err(bad(&format!(
+                "Queue {} does not allow this queue to use it as a dead-letter queue (RedriveAllowPolicy).",
+                self.queue_arn(&dlq)
+            )));
+        }
+        Ok(())
     }
 
     fn get_queue_url(&self, input: &Value, host: &str) -> Res<Value> {
         let name = req_str(input, "QueueName")?;
-        self.vhost.queue(name).filter(|q| !q.is_deleted()).ok_or(AwsError::QueueDoesNotExist)?;
+        self.live_queue(name).ok_or(AwsError::QueueDoesNotExist)?;
         Ok(json!({ "QueueUrl": self.queue_url(host, name) }))
     }
 
-    fn list_queues(&self, input: &Value, host: &str) -> Res<Value> {
-        let prefix = opt_str(input, "QueueNamePrefix")?.unwrap_or("");
-        let max = opt_int(input, "MaxResults")?;
-        if let Some(m) = max
-            && !(1..=1000).contains(&m)
-        {
-            return Err(AwsError::InvalidParameterValue(format!(
-                "Value {m} for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
-            )));
-        }
-        let after = match opt_str(input, "NextToken")? {
-            Some(t) => Some(
-                URL_SAFE_NO_PAD
-                    .decode(t)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| AwsError::InvalidParameterValue("Invalid NextToken".into()))?,
-            ),
-            None => None,
-        };
-        let mut names: Vec<String> = self
+    /// Names of the queues SQS shows (valid SQS names, not exclusive), sorted.
+    fn sqs_queue_names(&self) -> Vec<(String, Arc<Queue>)> {
+        let mut v: Vec<(String, Arc<Queue>)> = self
             .vhost
             .queues()
             .into_iter()
             .filter(|q| !q.is_deleted() && q.exclusive_owner().is_none() && check_queue_name(q.name()).is_ok())
-            .map(|q| q.name().to_string())
-            .filter(|n| n.starts_with(prefix))
-            .filter(|n| after.as_ref().is_none_or(|a| n > a))
+            .map(|q| (q.name().to_string(), q))
             .collect();
-        names.sort();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn list_queues(&self, input: &Value, host: &str) -> Res<Value> {
+        let prefix = opt_str(input, "QueueNamePrefix")?.unwrap_or("");
+        let names: Vec<String> =
+            self.sqs_queue_names().into_iter().map(|(n, _)| n).filter(|n| n.starts_with(prefix)).collect();
+        let (page, next) = paginate(names, input)?;
         let mut out = json!({});
-        let limit = max.map_or(1000, |m| m as usize);
-        if max.is_some() && names.len() > limit {
-            names.truncate(limit);
-            if let Some(last) = names.last() {
-                out["NextToken"] = json!(URL_SAFE_NO_PAD.encode(last));
-            }
-        } else {
-            names.truncate(limit);
+        if let Some(t) = next {
+            out["NextToken"] = json!(t);
         }
-        if !names.is_empty() {
-            out["QueueUrls"] = json!(names.iter().map(|n| self.queue_url(host, n)).collect::<Vec<_>>());
+        if !page.is_empty() {
+            out["QueueUrls"] = json!(page.iter().map(|n| self.queue_url(host, n)).collect::<Vec<_>>());
         }
         Ok(out)
     }
 
-    /// The queue's SQS attributes: defaults, then what it was created with, then changes.
-    fn effective_attributes(&self, name: &str, q: &Queue) -> BTreeMap<String, String> {
-        let mut attrs: BTreeMap<String, String> =
-            SETTABLE.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        attrs.remove("RedrivePolicy");
-        if !name.ends_with(".fifo") {
-            attrs.remove("FifoQueue");
-            attrs.remove("ContentBasedDeduplication");
-        }
-        let args = q.arguments();
+    /// The attributes given explicitly through SQS (at creation or later), as stored.
+    fn explicit_attributes(q: &Queue) -> BTreeMap<String, String> {
+        let args = q.effective_arguments();
+        let mut out = BTreeMap::new();
         if let Some(stored) = args.get(ATTRS_ARG).and_then(FieldValue::as_str)
             && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(stored)
         {
             for (k, v) in m {
                 if let Some(s) = v.as_str() {
-                    attrs.insert(k, s.to_string());
+                    out.insert(k, s.to_string());
                 }
             }
-        } else {
-            // A queue declared by another protocol: show what its arguments mean in SQS terms.
-            let cfg = q.config();
-            if let Some(t) = cfg.lease_timeout {
-                attrs.insert("VisibilityTimeout".into(), (t / 1000).to_string());
-            }
-            if let Some(d) = cfg.delivery_delay {
-                attrs.insert("DelaySeconds".into(), (d / 1000).to_string());
-            }
-            if let Some(t) = cfg.message_ttl {
-                attrs.insert("MessageRetentionPeriod".into(), (t / 1000).to_string());
+        }
+        out
+    }
+
+    /// The queue's SQS attributes: defaults, then what its core configuration means in SQS
+    /// terms (a queue declared by AMQP or STOMP), then what SQS was given.
+    fn effective_attributes(&self, name: &str, q: &Arc<Queue>) -> Arc<BTreeMap<String, String>> {
+        let key = Arc::as_ptr(q) as usize;
+        if let Some((k, a)) = self.attrs_cache.lock().get(name)
+            && *k == key
+        {
+            return Arc::clone(a);
+        }
+        let mut attrs: BTreeMap<String, String> =
+            SETTABLE.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !name.ends_with(".fifo") {
+            for k in FIFO_ONLY {
+                attrs.remove(*k);
             }
         }
-        if let Some(o) = self.overlays.lock().get(name) {
-            attrs.extend(o.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        attrs.insert("MaximumMessageSize".into(), self.limits.max_message_size.to_string());
+        let cfg = q.config();
+        if let Some(t) = cfg.lease_timeout {
+            attrs.insert("VisibilityTimeout".into(), (t / 1000).to_string());
         }
+        if let Some(d) = cfg.delivery_delay {
+            attrs.insert("DelaySeconds".into(), (d / 1000).to_string());
+        }
+        if let Some(t) = cfg.message_ttl {
+            attrs.insert("MessageRetentionPeriod".into(), (t / 1000).to_string());
+        }
+        attrs.extend(Self::explicit_attributes(q));
+        attrs.retain(|_, v| !v.is_empty());
+        let attrs = Arc::new(attrs);
+        self.attrs_cache.lock().insert(name.to_string(), (key, Arc::clone(&attrs)));
         attrs
     }
 
-    fn attr_i64(&self, name: &str, q: &Queue, key: &str) -> i64 {
+    fn attr_i64(&self, name: &str, q: &Arc<Queue>, key: &str) -> i64 {
         self.effective_attributes(name, q).get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     fn get_queue_attributes(&self, input: &Value) -> Res<Value> {
         let (name, q) = self.queue_from_url(input)?;
         let wanted = opt_str_list(input, "AttributeNames")?;
-        let mut all = self.effective_attributes(&name, &q);
+        let mut all = (*self.effective_attributes(&name, &q)).clone();
         let counts = q.counts();
         all.insert("ApproximateNumberOfMessages".into(), counts.ready.to_string());
         all.insert("ApproximateNumberOfMessagesNotVisible".into(), counts.unacked.to_string());
         all.insert("ApproximateNumberOfMessagesDelayed".into(), counts.delayed.to_string());
-        let created = q.arguments().get(CREATED_ARG).and_then(FieldValue::as_i64).unwrap_or(0);
+        let args = q.effective_arguments();
+        let created = args.get(CREATED_ARG).and_then(FieldValue::as_i64).unwrap_or(0);
         all.insert("CreatedTimestamp".into(), created.to_string());
-        let modified = self.overlays.lock().get(&name).and_then(|o| o.modified).map_or(created, |m| m as i64);
+        let modified = args.get(MODIFIED_ARG).and_then(FieldValue::as_i64).unwrap_or(created);
         all.insert("LastModifiedTimestamp".into(), modified.to_string());
         all.insert("QueueArn".into(), self.queue_arn(&name));
-        all.insert("SqsManagedSseEnabled".into(), "false".into());
         let mut out = Map::new();
         for w in wanted.unwrap_or_default() {
             if w == "All" {
@@ -377,26 +434,57 @@ impl Sqs {
         if given.is_empty() {
             return Err(AwsError::MissingParameter("Attributes".into()));
         }
-        let attrs = normalize_attributes(&name, &given, false)?;
-        let current = self.effective_attributes(&name, &q);
-        for (k, v) in &attrs {
-            if CREATE_ONLY.contains(&k.as_str()) && current.get(k) != Some(v) {
-                return Err(AwsError::UnsupportedOperation(format!(
-                    "Changing {k} after CreateQueue is not supported yet"
-                )));
+        let attrs = normalize_attributes(&name, &given, false, self.limits)?;
+        self.check_redrive_target(&name, &attrs)?;
+        let mut explicit = Self::explicit_attributes(&q);
+        explicit.extend(attrs);
+        if name.ends_with(".fifo") {
+            check_fifo_throughput(&explicit)?;
+        }
+        self.store(&name, &q, &explicit, None)
+    }
+
+    /// Persists the explicit SQS attributes (and, if given, the tags) of queue `name`: the
+    /// core arguments they govern and the attributes themselves go into the queue's policy,
+    /// which the core keeps in the definitions. Other protocols see the change at once.
+    fn store(
+        &self,
+        name: &str,
+        q: &Arc<Queue>,
+        explicit: &BTreeMap<String, String>,
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> Res<Value> {
+        let mut policy = q.policy();
+        let computed = queue_arguments(explicit, false, self.limits)?;
+        for (attr, keys) in GOVERNED {
+            if !explicit.contains_key(*attr) {
+                continue;
+            }
+            for k in *keys {
+                match computed.get(*k) {
+                    Some(v) => policy.insert(k.to_string(), v.clone()),
+                    None => policy.insert(k.to_string(), FieldValue::Void),
+                };
             }
         }
-        let mut overlays = self.overlays.lock();
-        let o = overlays.entry(name).or_default();
-        o.attrs.extend(attrs);
-        o.modified = Some(now_ms() / 1000);
+        if let Some(a) = computed.get(ATTRS_ARG) {
+            policy.insert(ATTRS_ARG.into(), a.clone());
+        }
+        if let Some(tags) = tags {
+            policy.insert(TAGS_ARG.into(), FieldValue::text(json!(tags).to_string()));
+        } else {
+            policy.insert(MODIFIED_ARG.into(), FieldValue::I64((now_ms() / 1000) as i64));
+        }
+        let result = self.vhost.set_queue_policy(name, policy, &self.ctx);
+        self.attrs_cache.lock().remove(name);
+        result.map_err(|e| AwsError::InvalidParameterValue(e.text))?;
         Ok(json!({}))
     }
 
     fn delete_queue(&self, input: &Value) -> Res<Value> {
         let (name, _) = self.queue_from_url(input)?;
         self.vhost.delete_queue(&name, false, false, &self.ctx).map_err(core_err)?;
-        self.overlays.lock().remove(&name);
+        self.forget(&name);
         Ok(json!({}))
     }
 
@@ -411,7 +499,8 @@ impl Sqs {
     async fn send_message(&self, input: &Value) -> Res<Value> {
         let (name, q) = self.queue_from_url(input)?;
         let attrs = self.effective_attributes(&name, &q);
-        let max_size = attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(limits::MAX_MESSAGE_SIZE);
+        let max_size =
+            attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(self.limits.max_message_size);
         let prepared = self.prepare(&name, &attrs, input, max_size as usize)?;
         let (out, lsn) = self.publish(&name, prepared)?;
         self.synced(lsn).await?;
@@ -420,13 +509,14 @@ impl Sqs {
 
     async fn send_message_batch(&self, input: &Value) -> Res<Value> {
         let (name, q) = self.queue_from_url(input)?;
-        let entries = batch_entries(input, "SendMessageBatchRequestEntry")?;
+        let entries = batch_entries(input, "SendMessageBatchRequestEntry", self.limits)?;
         let attrs = self.effective_attributes(&name, &q);
-        let max_size = attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(limits::MAX_MESSAGE_SIZE);
+        let max_size =
+            attrs.get("MaximumMessageSize").and_then(|v| v.parse().ok()).unwrap_or(self.limits.max_message_size);
         let total: usize =
             entries.iter().map(|e| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len)).sum();
-        if total > limits::MAX_MESSAGE_SIZE as usize {
-            return Err(AwsError::BatchRequestTooLong(limits::MAX_MESSAGE_SIZE as usize));
+        if total > self.limits.max_message_size as usize {
+            return Err(AwsError::BatchRequestTooLong(self.limits.max_message_size as usize));
         }
         let mut ok = Vec::new();
         let mut failed = Vec::new();
@@ -467,7 +557,7 @@ impl Sqs {
                 c as u32
             )));
         }
-        let message_attrs = parse_message_attributes(input.get("MessageAttributes"))?;
+        let message_attrs = parse_message_attributes(input.get("MessageAttributes"), self.limits)?;
         let attrs_size: usize = message_attrs
             .iter()
             .map(|(k, v)| {
@@ -489,9 +579,10 @@ impl Sqs {
                     "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
                 )));
             }
-            if !(0..=limits::MAX_DELAY).contains(&d) {
+            if !(0..=self.limits.max_delay).contains(&d) {
                 return Err(AwsError::InvalidParameterValue(format!(
-                    "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= {}.",
+                    self.limits.max_delay
                 )));
             }
         }
@@ -525,7 +616,13 @@ impl Sqs {
                 )));
             }
         }
+        // With DeduplicationScope=messageGroup, one id may be used once per group.
+        let dedup_key = dedup_id.as_ref().map(|d| match (&group, attrs.get("DeduplicationScope")) {
+            (Some(g), Some(scope)) if scope == "messageGroup" => format!("{g}\u{0}{d}"),
+            _ => d.clone(),
+        });
         Ok(Prepared {
+            dedup_key,
             body: body.to_string(),
             attributes: message_attrs,
             delay_ms: (delay.unwrap_or(queue_delay).max(0) as u64) * 1000,
@@ -540,7 +637,7 @@ impl Sqs {
         let body_md5 = md5_hex(p.body.as_bytes());
         let attrs_md5 = attributes_md5(p.attributes.iter());
         let now = now_ms();
-        if let Some(id) = &p.dedup_id {
+        if let Some(id) = &p.dedup_key {
             let mut overlays = self.overlays.lock();
             let o = overlays.entry(queue.to_string()).or_default();
             o.dedup.retain(|_, (_, _, until)| *until > now);
@@ -586,15 +683,15 @@ impl Sqs {
         };
         let message = Message::new("", queue, props, Bytes::from(p.body.into_bytes()));
         let opts =
-            PublishOptions { delay: Some(p.delay_ms), group: p.group.map(Arc::from), dedup_id: p.dedup_id.clone() };
+            PublishOptions { delay: Some(p.delay_ms), group: p.group.map(Arc::from), dedup_id: p.dedup_key.clone() };
         let outcome = self.vhost.publish_with(message, opts, &self.ctx).map_err(core_err)?;
         if !outcome.routed {
             return Err(AwsError::QueueDoesNotExist);
         }
-        if let (Some(id), Some(seq)) = (&p.dedup_id, &sequence) {
+        if let (Some(id), Some(seq)) = (&p.dedup_key, &sequence) {
             let mut overlays = self.overlays.lock();
             let o = overlays.entry(queue.to_string()).or_default();
-            o.dedup.insert(id.clone(), (message_id.clone(), seq.clone(), now + limits::DEDUP_WINDOW_MS));
+            o.dedup.insert(id.clone(), (message_id.clone(), seq.clone(), now + self.limits.dedup_window_ms));
         }
         let mut v = json!({ "MessageId": message_id, "MD5OfMessageBody": body_md5 });
         if let Some(m) = attrs_md5 {
@@ -615,16 +712,17 @@ impl Sqs {
             )));
         }
         let visibility = match opt_int(input, "VisibilityTimeout")? {
-            Some(v) if !(0..=limits::MAX_VISIBILITY).contains(&v) => {
+            Some(v) if !(0..=self.limits.max_visibility).contains(&v) => {
                 return Err(AwsError::InvalidParameterValue(format!(
-                    "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200, if provided."
+                    "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= {}, if provided.",
+                    self.limits.max_visibility
                 )));
             }
             Some(v) => v,
             None => self.attr_i64(&name, &q, "VisibilityTimeout"),
         };
         let wait = match opt_int(input, "WaitTimeSeconds")? {
-            Some(w) if !(0..=limits::MAX_WAIT).contains(&w) => {
+            Some(w) if !(0..=self.limits.max_wait).contains(&w) => {
                 return Err(AwsError::InvalidParameterValue(format!(
                     "Value {w} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
                 )));
@@ -635,6 +733,22 @@ impl Sqs {
         let mut system = opt_str_list(input, "AttributeNames")?.unwrap_or_default();
         system.extend(opt_str_list(input, "MessageSystemAttributeNames")?.unwrap_or_default());
         let wanted_attrs = opt_str_list(input, "MessageAttributeNames")?.unwrap_or_default();
+        // A FIFO receive retried with the same attempt id within the window gets the same
+        // batch (same receipt handles, visibility restarted) while its leases last.
+        let attempt = match opt_str(input, "ReceiveRequestAttemptId")? {
+            Some(a) if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) => {
+                return Err(AwsError::InvalidParameterValue(format!(
+                    "Value {a} for parameter ReceiveRequestAttemptId is invalid. Reason: It must be 1 to 128 printable ASCII characters."
+                )));
+            }
+            Some(a) if name.ends_with(".fifo") => Some(a.to_string()),
+            _ => None,
+        };
+        if let Some(id) = &attempt
+            && let Some(batch) = self.replay_attempt(&name, &q, id, visibility)
+        {
+            return Ok(batch);
+        }
 
         let give_up = tokio::time::Instant::now() + Duration::from_secs(wait.max(0) as u64);
         let deliveries = loop {
@@ -643,7 +757,16 @@ impl Sqs {
             available.as_mut().enable();
             let now = now_ms();
             let deadline = now + visibility as u64 * 1000;
-            let (_, ds) = self.vhost.receive(&name, max as usize, Some(deadline), &self.ctx).map_err(core_err)?;
+            let room = self.limits.max_in_flight.saturating_sub(q.counts().unacked);
+            if room == 0 && wait == 0 {
+                return Err(AwsError::OverLimit(self.limits.max_in_flight));
+            }
+            let take = (max as u64).min(room) as usize;
+            let ds = if take == 0 {
+                Vec::new()
+            } else {
+                self.vhost.receive(&name, take, Some(deadline), &self.ctx).map_err(core_err)?.1
+            };
             if !ds.is_empty() || q.is_deleted() || tokio::time::Instant::now() >= give_up {
                 break ds.into_iter().map(|d| (d, now)).collect::<Vec<_>>();
             }
@@ -652,6 +775,7 @@ impl Sqs {
                 _ = tokio::time::sleep_until(give_up) => {}
             }
         };
+        let leases: Vec<u64> = deliveries.iter().filter_map(|(d, _)| d.lease).collect();
         let messages: Vec<Value> = deliveries
             .into_iter()
             .map(|(d, at)| self.render(&name, q.store_id(), &d, at, &system, &wanted_attrs))
@@ -659,7 +783,33 @@ impl Sqs {
         if messages.is_empty() {
             return Ok(json!({}));
         }
-        Ok(json!({ "Messages": messages }))
+        let out = json!({ "Messages": messages });
+        if let Some(id) = attempt {
+            let mut overlays = self.overlays.lock();
+            let o = overlays.entry(name).or_default();
+            o.attempts.record(id, now_ms(), self.limits.attempt_window_ms, leases, out.clone());
+        }
+        Ok(out)
+    }
+
+    /// The batch an earlier receive with attempt `id` returned, if it is inside the window
+    /// and all its messages are still leased; their visibility restarts.
+    fn replay_attempt(&self, name: &str, q: &Arc<Queue>, id: &str, visibility: i64) -> Option<Value> {
+        let now = now_ms();
+        let (leases, batch) = {
+            let mut overlays = self.overlays.lock();
+            let a = overlays.get_mut(name)?.attempts.recall(id, now, self.limits.attempt_window_ms)?;
+            (a.leases.clone(), a.batch.clone())
+        };
+        let deadline = now + visibility as u64 * 1000;
+        for lease in leases {
+            let (found, fx) = q.set_lease_deadline(lease, Some(deadline));
+            self.vhost.handle(q, fx);
+            if !found {
+                return None;
+            }
+        }
+        Some(batch)
     }
 
     /// One received message in SQS's shape.
@@ -722,7 +872,7 @@ impl Sqs {
         if !sys.is_empty() {
             v["Attributes"] = Value::Object(sys);
         }
-        let attrs = message_attributes_of(m);
+        let attrs = message_attributes_of(m, self.limits);
         let selected: BTreeMap<&String, &AttrValue> =
             attrs.iter().filter(|(k, _)| wanted.iter().any(|w| attribute_selected(w, k))).collect();
         if !selected.is_empty() {
@@ -780,7 +930,7 @@ impl Sqs {
 
     fn delete_message_batch(&self, input: &Value) -> Res<Value> {
         let (name, q) = self.queue_from_url(input)?;
-        let entries = batch_entries(input, "DeleteMessageBatchRequestEntry")?;
+        let entries = batch_entries(input, "DeleteMessageBatchRequestEntry", self.limits)?;
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         for e in entries {
@@ -796,18 +946,8 @@ impl Sqs {
     fn change_one(&self, name: &str, q: &Arc<Queue>, handle: &str, timeout: Option<i64>) -> Res<()> {
         let h = self.lease_of(name, handle)?;
         let t = timeout.ok_or_else(|| AwsError::MissingParameter("VisibilityTimeout".into()))?;
-        if !(0..=limits::MAX_VISIBILITY).contains(&t) {
-            return Err(AwsError::InvalidParameterValue(format!(
-                "Value {t} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200."
-            )));
-        }
         let now = now_ms();
-        let deadline = now + t as u64 * 1000;
-        if deadline > h.received_at + limits::MAX_LEASE_MS {
-            return Err(AwsError::InvalidParameterValue(format!(
-                "Value {t} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]"
-            )));
-        }
+        let deadline = visibility_deadline(h.received_at, now, t, self.limits)?;
         if !self.current(&h, q) {
             return Err(AwsError::MessageNotInflight(handle.to_string()));
         }
@@ -828,7 +968,7 @@ impl Sqs {
 
     fn change_visibility_batch(&self, input: &Value) -> Res<Value> {
         let (name, q) = self.queue_from_url(input)?;
-        let entries = batch_entries(input, "ChangeMessageVisibilityBatchRequestEntry")?;
+        let entries = batch_entries(input, "ChangeMessageVisibilityBatchRequestEntry", self.limits)?;
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         for e in entries {
@@ -844,6 +984,71 @@ impl Sqs {
     }
 }
 
+/// The lease deadline for a visibility change to `t` seconds at `now` of a message
+/// received at `received_at`: `t` must be in range and the lease may not end more than
+/// the cap (12 h in strict mode) after the receive.
+fn visibility_deadline(received_at: Millis, now: Millis, t: i64, limits: &Limits) -> Res<Millis> {
+    if !(0..=limits.max_visibility).contains(&t) {
+        return Err(AwsError::InvalidParameterValue(format!(
+            "Value {t} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= {}.",
+            limits.max_visibility
+        )));
+    }
+    let deadline = now + t as u64 * 1000;
+    if deadline > received_at + limits.max_lease_ms {
+        return Err(AwsError::InvalidParameterValue(format!(
+            "Value {t} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [{} seconds]",
+            limits.max_lease_ms / 1000
+        )));
+    }
+    Ok(deadline)
+}
+
+/// One page of sorted `names` after `NextToken`, at most `MaxResults` (1–1000) long, and
+/// the token for the next page (only when `MaxResults` was given, as SQS does).
+fn paginate(names: Vec<String>, input: &Value) -> Res<(Vec<String>, Option<String>)> {
+    let max = opt_int(input, "MaxResults")?;
+    if let Some(m) = max
+        && !(1..=1000).contains(&m)
+    {
+        return Err(AwsError::InvalidParameterValue(format!(
+            "Value {m} for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and 1000."
+        )));
+    }
+    let after = match opt_str(input, "NextToken")? {
+        Some(t) => Some(
+            URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| AwsError::InvalidParameterValue("Invalid NextToken".into()))?,
+        ),
+        None => None,
+    };
+    let mut page: Vec<String> = names.into_iter().filter(|n| after.as_ref().is_none_or(|a| n > a)).collect();
+    let limit = max.map_or(1000, |m| m as usize);
+    let mut next = None;
+    if max.is_some() && page.len() > limit {
+        page.truncate(limit);
+        next = page.last().map(|l| URL_SAFE_NO_PAD.encode(l));
+    } else {
+        page.truncate(limit);
+    }
+    Ok((page, next))
+}
+
+/// `FifoThroughputLimit=perMessageGroupId` needs `DeduplicationScope=messageGroup`.
+fn check_fifo_throughput(attrs: &BTreeMap<String, String>) -> Res<()> {
+    if attrs.get("FifoThroughputLimit").map(String::as_str) == Some("perMessageGroupId")
+        && attrs.get("DeduplicationScope").map(String::as_str) != Some("messageGroup")
+    {
+        return Err(AwsError::InvalidParameterValue(
+            "Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is only valid with DeduplicationScope messageGroup.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A validated SendMessage entry.
 #[derive(Debug)]
 struct Prepared {
@@ -852,6 +1057,8 @@ struct Prepared {
     delay_ms: u64,
     group: Option<String>,
     dedup_id: Option<String>,
+    /// The key the deduplication window is kept under (the id, scoped by group if asked).
+    dedup_key: Option<String>,
     fifo: bool,
 }
 
@@ -945,7 +1152,12 @@ fn is_known_attribute(name: &str) -> bool {
 
 /// Validates attributes given to CreateQueue/SetQueueAttributes and returns them in their
 /// canonical form (numbers without leading zeros, booleans lower case).
-fn normalize_attributes(queue: &str, given: &BTreeMap<String, String>, create: bool) -> Res<BTreeMap<String, String>> {
+fn normalize_attributes(
+    queue: &str,
+    given: &BTreeMap<String, String>,
+    create: bool,
+    limits: &Limits,
+) -> Res<BTreeMap<String, String>> {
     let fifo_name = queue.ends_with(".fifo");
     let mut out = BTreeMap::new();
     let bad = |k: &str, v: &str, why: &str| {
@@ -966,22 +1178,51 @@ fn normalize_attributes(queue: &str, given: &BTreeMap<String, String>, create: b
             }
         };
         let value = match k.as_str() {
-            "VisibilityTimeout" => int(0, limits::MAX_VISIBILITY)?,
-            "DelaySeconds" => int(0, limits::MAX_DELAY)?,
-            "MessageRetentionPeriod" => int(limits::MIN_RETENTION, limits::MAX_RETENTION)?,
-            "MaximumMessageSize" => int(limits::MIN_MESSAGE_SIZE, limits::MAX_MESSAGE_SIZE)?,
-            "ReceiveMessageWaitTimeSeconds" => int(0, limits::MAX_WAIT)?,
+            "VisibilityTimeout" => int(0, limits.max_visibility)?,
+            "DelaySeconds" => int(0, limits.max_delay)?,
+            "MessageRetentionPeriod" => int(limits.min_retention, limits.max_retention)?,
+            "MaximumMessageSize" => int(limits.min_message_size, limits.max_message_size)?,
+            "ReceiveMessageWaitTimeSeconds" => int(0, limits.max_wait)?,
             "RedrivePolicy" => {
                 if !v.is_empty() {
-                    parse_redrive(v)?;
+                    parse_redrive(v, limits)?;
+                }
+                v.clone()
+            }
+            "RedriveAllowPolicy" => {
+                if !v.is_empty() {
+                    admin::parse_redrive_allow(v)?;
+                }
+                v.clone()
+            }
+            "Policy" => {
+                if !v.is_empty() && !matches!(serde_json::from_str::<Value>(v), Ok(Value::Object(_))) {
+                    return Err(bad(k, v, "Invalid policy document"));
+                }
+                v.clone()
+            }
+            "SqsManagedSseEnabled" => boolean()?,
+            "KmsMasterKeyId" => v.clone(),
+            "KmsDataKeyReusePeriodSeconds" => int(60, 86_400)?,
+            "DeduplicationScope" | "FifoThroughputLimit" => {
+                if !fifo_name {
+                    return Err(AwsError::InvalidAttributeName(k.clone()));
+                }
+                let allowed: &[&str] = if k == "DeduplicationScope" {
+                    &["queue", "messageGroup"]
+                } else {
+                    &["perQueue", "perMessageGroupId"]
+                };
+                if !allowed.contains(&v.as_str()) {
+                    return Err(bad(k, v, &format!("must be one of {}", allowed.join(", "))));
                 }
                 v.clone()
             }
             "FifoQueue" => {
-                let b = boolean()?;
                 if !create {
                     return Err(AwsError::InvalidAttributeName(k.clone()));
                 }
+                let b = boolean()?;
                 if (b == "true") != fifo_name {
                     return Err(AwsError::InvalidParameterValue(
                         "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length".into(),
@@ -996,7 +1237,8 @@ fn normalize_attributes(queue: &str, given: &BTreeMap<String, String>, create: b
                 boolean()?
             }
             other if is_known_attribute(other) => {
-                return Err(AwsError::UnsupportedOperation(format!("Attribute {other} is not supported yet")));
+                // Read-only attributes (counts, timestamps, the ARN).
+                return Err(AwsError::InvalidAttributeName(other.to_string()));
             }
             other => return Err(AwsError::InvalidAttributeName(other.to_string())),
         };
@@ -1014,7 +1256,7 @@ fn normalize_attributes(queue: &str, given: &BTreeMap<String, String>, create: b
 }
 
 /// `(dead-letter queue name, maxReceiveCount)` from a RedrivePolicy JSON text.
-fn parse_redrive(policy: &str) -> Res<(String, i64)> {
+fn parse_redrive(policy: &str, limits: &Limits) -> Res<(String, i64)> {
     let bad = |why: &str| {
         AwsError::InvalidParameterValue(format!("Value {policy} for parameter RedrivePolicy is invalid. Reason: {why}"))
     };
@@ -1029,34 +1271,41 @@ fn parse_redrive(policy: &str) -> Res<(String, i64)> {
         _ => None,
     }
     .ok_or_else(|| bad("Redrive policy does not contain mandatory attribute: maxReceiveCount."))?;
-    if !(1..=limits::MAX_RECEIVE_COUNT).contains(&count) {
-        return Err(bad("Invalid value for maxReceiveCount: must be between 1 and 1000."));
+    if !(1..=limits.max_receive_count).contains(&count) {
+        return Err(bad(&format!(
+            "Invalid value for maxReceiveCount: must be between 1 and {}.",
+            limits.max_receive_count
+        )));
     }
     let name = arn.rsplit(':').next().filter(|n| !n.is_empty()).ok_or_else(|| bad("Invalid deadLetterTargetArn."))?;
     Ok((name.to_string(), count))
 }
 
 /// The core queue arguments for SQS attributes (see the module table).
-fn queue_arguments(attrs: &BTreeMap<String, String>) -> Res<FieldTable> {
+/// With `create`, the defaults SQS applies at creation are filled in (retention, visibility).
+fn queue_arguments(attrs: &BTreeMap<String, String>, create: bool, limits: &Limits) -> Res<FieldTable> {
     let num = |k: &str| attrs.get(k).and_then(|v| v.parse::<i64>().ok());
     let mut args = FieldTable::new();
     let stored: Map<String, Value> = attrs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     args.insert(ATTRS_ARG.into(), FieldValue::text(Value::Object(stored).to_string()));
-    args.insert(CREATED_ARG.into(), FieldValue::I64((now_ms() / 1000) as i64));
-    let visibility = num("VisibilityTimeout").unwrap_or(30);
+    if create {
+        args.insert(CREATED_ARG.into(), FieldValue::I64((now_ms() / 1000) as i64));
+    }
+    let visibility = num("VisibilityTimeout").or(create.then_some(30)).unwrap_or(0);
     if visibility > 0 {
         args.insert("x-lease-timeout".into(), FieldValue::I64(visibility * 1000));
     }
     if let Some(d) = num("DelaySeconds").filter(|d| *d > 0) {
         args.insert("x-delivery-delay".into(), FieldValue::I64(d * 1000));
     }
-    let retention = num("MessageRetentionPeriod").unwrap_or(limits::DEFAULT_RETENTION);
-    args.insert("x-message-ttl".into(), FieldValue::I64(retention * 1000));
+    if let Some(retention) = num("MessageRetentionPeriod").or(create.then_some(limits.default_retention)) {
+        args.insert("x-message-ttl".into(), FieldValue::I64(retention * 1000));
+    }
     if attrs.get("FifoQueue").map(String::as_str) == Some("true") {
         args.insert("x-fifo".into(), FieldValue::Bool(true));
     }
     if let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) {
-        let (dlq, count) = parse_redrive(policy)?;
+        let (dlq, count) = parse_redrive(policy, limits)?;
         args.insert("x-dead-letter-exchange".into(), FieldValue::text(""));
         args.insert("x-dead-letter-routing-key".into(), FieldValue::text(dlq));
         // The core dead-letters a returned message whose delivery count is over the limit;
@@ -1080,7 +1329,7 @@ fn attribute_selected(pattern: &str, name: &str) -> bool {
 }
 
 /// The SQS message attributes a core message carries (its headers, whatever protocol sent it).
-fn message_attributes_of(m: &Message) -> BTreeMap<String, AttrValue> {
+fn message_attributes_of(m: &Message, limits: &Limits) -> BTreeMap<String, AttrValue> {
     let mut out = BTreeMap::new();
     let Some(headers) = m.properties.headers.as_ref() else { return out };
     for (k, v) in headers {
@@ -1109,21 +1358,22 @@ fn message_attributes_of(m: &Message) -> BTreeMap<String, AttrValue> {
             None => value,
         };
         out.insert(k.clone(), value);
-        if out.len() >= limits::MAX_ATTRIBUTES {
+        if out.len() >= limits.max_attributes {
             break;
         }
     }
     out
 }
 
-fn parse_message_attributes(v: Option<&Value>) -> Res<BTreeMap<String, AttrValue>> {
+fn parse_message_attributes(v: Option<&Value>, limits: &Limits) -> Res<BTreeMap<String, AttrValue>> {
     let mut out = BTreeMap::new();
     let Some(v) = v else { return Ok(out) };
     let m = v.as_object().ok_or_else(|| AwsError::SerializationException("MessageAttributes must be a map".into()))?;
-    if m.len() > limits::MAX_ATTRIBUTES {
+    if m.len() > limits.max_attributes {
         return Err(AwsError::InvalidParameterValue(format!(
-            "Number of message attributes [{}] exceeds the allowed maximum [10].",
-            m.len()
+            "Number of message attributes [{}] exceeds the allowed maximum [{}].",
+            m.len(),
+            limits.max_attributes
         )));
     }
     for (name, a) in m {
@@ -1176,7 +1426,7 @@ fn parse_message_attributes(v: Option<&Value>) -> Res<BTreeMap<String, AttrValue
 }
 
 /// The entries of a batch request, checked for count and ids.
-fn batch_entries<'a>(input: &'a Value, entry_name: &str) -> Res<&'a Vec<Value>> {
+fn batch_entries<'a>(input: &'a Value, entry_name: &str, limits: &Limits) -> Res<&'a Vec<Value>> {
     let entries = input
         .get("Entries")
         .ok_or_else(|| AwsError::MissingParameter("Entries".into()))?
@@ -1185,7 +1435,7 @@ fn batch_entries<'a>(input: &'a Value, entry_name: &str) -> Res<&'a Vec<Value>> 
     if entries.is_empty() {
         return Err(AwsError::EmptyBatchRequest(entry_name.to_string()));
     }
-    if entries.len() > limits::MAX_BATCH {
+    if entries.len() > limits.max_batch {
         return Err(AwsError::TooManyEntriesInBatchRequest(entries.len()));
     }
     let mut seen = std::collections::HashSet::new();
@@ -1282,10 +1532,10 @@ mod tests {
             "RedrivePolicy".to_string(),
             r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":"3"}"#.to_string(),
         );
-        let args = queue_arguments(&attrs).expect("valid");
+        let args = queue_arguments(&attrs, true, &Limits::STRICT).expect("valid");
         assert_eq!(args.get("x-dead-letter-routing-key").and_then(FieldValue::as_str), Some("dlq"));
         assert_eq!(args.get("x-delivery-limit").and_then(FieldValue::as_i64), Some(2));
-        assert!(parse_redrive(r#"{"deadLetterTargetArn":"arn:x:dlq","maxReceiveCount":0}"#).is_err());
+        assert!(parse_redrive(r#"{"deadLetterTargetArn":"arn:x:dlq","maxReceiveCount":0}"#, &Limits::STRICT).is_err());
     }
 
     #[test]
@@ -1293,16 +1543,36 @@ mod tests {
         let mut given = BTreeMap::new();
         given.insert("VisibilityTimeout".to_string(), "043".to_string());
         assert_eq!(
-            normalize_attributes("q", &given, true).expect("valid").get("VisibilityTimeout").map(String::as_str),
+            normalize_attributes("q", &given, true, &Limits::STRICT)
+                .expect("valid")
+                .get("VisibilityTimeout")
+                .map(String::as_str),
             Some("43")
         );
         given.insert("VisibilityTimeout".to_string(), "43201".to_string());
-        assert!(normalize_attributes("q", &given, true).is_err());
+        assert!(normalize_attributes("q", &given, true, &Limits::STRICT).is_err());
         let mut fifo = BTreeMap::new();
         fifo.insert("FifoQueue".to_string(), "true".to_string());
-        assert!(normalize_attributes("q", &fifo, true).is_err());
-        assert!(normalize_attributes("q.fifo", &fifo, true).is_ok());
-        assert!(normalize_attributes("q.fifo", &BTreeMap::new(), true).is_err());
+        assert!(normalize_attributes("q", &fifo, true, &Limits::STRICT).is_err());
+        assert!(normalize_attributes("q.fifo", &fifo, true, &Limits::STRICT).is_ok());
+        assert!(normalize_attributes("q.fifo", &BTreeMap::new(), true, &Limits::STRICT).is_err());
+    }
+
+    #[test]
+    fn visibility_cap_counts_from_the_receive_without_waiting() {
+        let received = 1_000_000;
+        let twelve_h = 12 * 3600 * 1000;
+        // At the receive, the full 12 h is allowed; one second later 43,200 s would pass the cap.
+        assert_eq!(visibility_deadline(received, received, 43_200, &Limits::STRICT).ok(), Some(received + twelve_h));
+        assert!(visibility_deadline(received, received + 1_000, 43_200, &Limits::STRICT).is_err());
+        // Eleven hours in, one more hour is the most.
+        let later = received + 11 * 3600 * 1000;
+        assert!(visibility_deadline(received, later, 3_600, &Limits::STRICT).is_ok());
+        assert!(visibility_deadline(received, later, 3_601, &Limits::STRICT).is_err());
+        assert!(visibility_deadline(received, received, 43_201, &Limits::STRICT).is_err());
+        assert!(visibility_deadline(received, received, -1, &Limits::STRICT).is_err());
+        // Relaxed mode allows a day.
+        assert!(visibility_deadline(received, received + 1_000, 43_200, &Limits::RELAXED).is_ok());
     }
 
     #[test]
