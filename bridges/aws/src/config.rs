@@ -28,6 +28,8 @@ pub struct AwsConfig {
     pub auth: AuthMode,
     /// Access key id → secret access key, for `auth = "sigv4"`.
     pub credentials: BTreeMap<String, String>,
+    /// Kinesis settings (`[aws.kinesis]`).
+    pub kinesis: crate::kinesis::KinesisConfig,
 }
 
 /// How requests are authenticated (`[aws] auth`).
@@ -66,6 +68,7 @@ impl Default for AwsConfig {
             limits: crate::sqs::limits::LimitsMode::Strict,
             auth: AuthMode::Any,
             credentials: BTreeMap::new(),
+            kinesis: crate::kinesis::KinesisConfig::default(),
         }
     }
 }

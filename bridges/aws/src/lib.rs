@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kinesis;
 pub mod md5;
 pub mod query;
 pub mod server;

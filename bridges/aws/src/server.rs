@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
 use crate::error::{AwsError, json_error};
+use crate::kinesis::{self, Kinesis};
 use crate::query;
 use crate::sigv4;
 use crate::sqs::{self, Sqs};
@@ -21,6 +22,7 @@ use crate::sqs::{self, Sqs};
 #[derive(Debug)]
 struct Services {
     sqs: Sqs,
+    kinesis: Kinesis,
     max_body_bytes: usize,
     /// Set in `auth = "sigv4"` mode: access key id → secret.
     credentials: Option<std::collections::BTreeMap<String, String>>,
@@ -33,9 +35,11 @@ pub async fn serve(
     cfg: AwsConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let kinesis = Kinesis::new(&broker, &cfg.vhost, &cfg.account_id, &cfg.region, &cfg.kinesis)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let sqs = Sqs::new(broker, cfg.clone()).map_err(|e| std::io::Error::other(e.to_string()))?;
     let credentials = (cfg.auth == crate::config::AuthMode::Sigv4).then(|| cfg.credentials.clone());
-    let app = router(Arc::new(Services { sqs, max_body_bytes: cfg.body_limit(), credentials }));
+    let app = router(Arc::new(Services { sqs, kinesis, max_body_bytes: cfg.body_limit(), credentials }));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
@@ -67,6 +71,7 @@ async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Respon
     match target.as_deref() {
         Some(t) => match t.split_once('.') {
             Some((sqs::TARGET_PREFIX, action)) => services.sqs.handle_json(action, &body, &host).await,
+            Some((kinesis::TARGET_PREFIX, action)) => services.kinesis.handle_json(action, &body).await,
             _ => json_error(sqs::NAMESPACE, &AwsError::UnknownOperation(format!("Unknown target {t}"))),
         },
         None => {
