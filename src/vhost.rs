@@ -741,7 +741,7 @@ impl VHost {
             && message.properties.is_persistent()
         {
             let bytes = encoded.get_or_insert_with(|| MessageLog::encode(message));
-            let (p, l) = log.append(q.store_id(), now_ms(), bytes).map_err(|e| {
+            let (p, l) = log.append_grouped(q.store_id(), now_ms(), opts.group.as_deref(), bytes).map_err(|e| {
                 tracing::error!(error = %e, "cannot persist a message");
                 CoreError::new(ErrorKind::ResourceLimit, "message store unavailable")
             })?;
@@ -1116,7 +1116,7 @@ impl VHost {
         let redelivered = recovered.delivered();
         let mut message = recovered.message;
         message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
-        let fx = queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at);
+        let fx = queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at, recovered.group);
         self.handle(queue, fx);
     }
 }

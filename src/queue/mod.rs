@@ -241,8 +241,9 @@ impl Queue {
         persisted: Persisted,
         redelivered: bool,
         enqueued_at: Millis,
+        group: Option<Arc<str>>,
     ) -> Followups {
-        self.run(|i, now, fx| i.state.restore(message, persisted, redelivered, enqueued_at, now, fx)).1
+        self.run(|i, now, fx| i.state.restore(message, persisted, redelivered, enqueued_at, group, now, fx)).1
     }
 
     /// Let this queue keep only `resident_budget` bytes of ready bodies in memory,

@@ -468,12 +468,14 @@ impl QueueState {
 
     /// Put back a message recovered from the message log at start-up, in log order.
     /// Its TTL still counts from when it was first enqueued.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         &mut self,
         message: Arc<Message>,
         persisted: Persisted,
         redelivered: bool,
         enqueued_at: Millis,
+        group: Option<Arc<str>>,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -494,7 +496,7 @@ impl QueueState {
             delivery_count: u32::from(redelivered),
             first_delivered_at: None,
             redelivered,
-            group: None,
+            group,
             message,
             paged: false,
             persisted: Some(persisted),

@@ -65,6 +65,26 @@ const MARK_DELIVERED: u8 = 2;
 /// out of memory; recovery ignores them.
 pub const TRANSIENT: u64 = 1 << 63;
 
+/// Set in a record's enqueued-at field when a FIFO message group follows it:
+/// `[len u16 LE][group]` before the message. (Times are milliseconds, far below 2^63.)
+const GROUPED: u64 = 1 << 63;
+
+/// Split a record payload into (enqueued-at, group, encoded message).
+fn split_payload(payload: &[u8]) -> Result<(Millis, Option<&str>, &[u8]), LogError> {
+    let bad = || LogError::Io(io::Error::new(io::ErrorKind::InvalidData, "bad record payload"));
+    let mut at = [0u8; 8];
+    at.copy_from_slice(payload.get(8..16).ok_or_else(bad)?);
+    let at = u64::from_le_bytes(at);
+    if at & GROUPED == 0 {
+        return Ok((at, None, &payload[16..]));
+    }
+    let len = payload.get(16..18).ok_or_else(bad)?;
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    let group = payload.get(18..18 + len).ok_or_else(bad)?;
+    let group = std::str::from_utf8(group).map_err(|_| bad())?;
+    Ok((at & !GROUPED, Some(group), &payload[18 + len..]))
+}
+
 /// A fresh store id for a durable queue: random, nonzero, never with the [`TRANSIENT`] bit.
 pub fn new_store_id() -> u64 {
     (rand::random::<u64>() & !TRANSIENT).max(1)
@@ -293,7 +313,8 @@ impl Persisted {
             }
             Err(e) => return Err(e.into()),
         };
-        decode_message(&payload[16..]).map_err(|e| LogError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+        let (_, _, message) = split_payload(&payload)?;
+        decode_message(message).map_err(|e| LogError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
     }
 
     /// Record the first delivery (not fsynced: losing it only loses a redelivered flag).
@@ -416,6 +437,8 @@ impl Shared {
 pub struct Recovered {
     /// The queue (by store id) it belongs to.
     pub queue_id: u64,
+    /// Its FIFO message group, if it was published with one.
+    pub group: Option<Arc<str>>,
     /// When it was first enqueued.
     pub enqueued_at: Millis,
     /// The message.
@@ -537,15 +560,34 @@ impl MessageLog {
     /// Append `message` for queue `queue_id`; returns its handle and the LSN a
     /// confirm must wait for (see [`MessageLog::synced`]).
     pub fn append(&self, queue_id: u64, enqueued_at: Millis, encoded: &[u8]) -> Result<(Persisted, Lsn), LogError> {
+        self.append_grouped(queue_id, enqueued_at, None, encoded)
+    }
+
+    /// [`MessageLog::append`] for a message of a FIFO message group, which recovery hands back.
+    pub fn append_grouped(
+        &self,
+        queue_id: u64,
+        enqueued_at: Millis,
+        group: Option<&str>,
+        encoded: &[u8],
+    ) -> Result<(Persisted, Lsn), LogError> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(LogError::Failed);
         }
-        let payload_len = 16 + encoded.len();
+        // A group longer than u16::MAX can't be stored; SQS caps group ids at 128 bytes.
+        let group = group.filter(|g| g.len() <= usize::from(u16::MAX));
+        let extra = group.map_or(0, |g| 2 + g.len());
+        let payload_len = 16 + extra + encoded.len();
         let mut bytes = Vec::with_capacity(RECORD_HEADER + payload_len);
         bytes.extend_from_slice(&(payload_len as u32).to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&queue_id.to_le_bytes());
-        bytes.extend_from_slice(&enqueued_at.to_le_bytes());
+        let flagged = if group.is_some() { enqueued_at | GROUPED } else { enqueued_at & !GROUPED };
+        bytes.extend_from_slice(&flagged.to_le_bytes());
+        if let Some(g) = group {
+            bytes.extend_from_slice(&(g.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(g.as_bytes());
+        }
         bytes.extend_from_slice(encoded);
         let crc = crc32c::crc32c(&bytes[RECORD_HEADER..]);
         bytes[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -816,12 +858,14 @@ fn recover_segment(
             dead.push(offset);
             continue;
         }
-        let mut at = [0u8; 8];
-        at.copy_from_slice(&payload[8..16]);
-        match decode_message(&payload[16..]) {
-            Ok(message) => out.push(Recovered {
+        let decoded = split_payload(payload).and_then(|(at, group, m)| {
+            Ok((at, group, decode_message(m).map_err(|e| io::Error::other(e.to_string()))?))
+        });
+        match decoded {
+            Ok((enqueued_at, group, message)) => out.push(Recovered {
                 queue_id: u64::from_le_bytes(id),
-                enqueued_at: u64::from_le_bytes(at),
+                group: group.map(Arc::from),
+                enqueued_at,
                 message,
                 persisted: Persisted {
                     log: Some(Arc::clone(shared)),

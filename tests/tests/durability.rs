@@ -386,3 +386,167 @@ async fn a_failed_fsync_turns_confirms_into_nacks_and_keeps_what_was_stored() {
     // The nacked message may or may not be there (at-least-once); nothing else is.
     assert!(got.iter().all(|(b, _)| b.len() == 4 || b == b"doomed"), "{got:?}");
 }
+
+/// A few lines of STOMP 1.2 over a `TcpStream` (independent of the broker's codec).
+struct Stomp {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Stomp {
+    fn open(broker: &Broker) -> Stomp {
+        let s = std::net::TcpStream::connect(broker.stomp).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut c = Stomp { s, buf: Vec::new() };
+        c.frame("CONNECT", &[("accept-version", "1.2"), ("host", "/"), ("login", "guest"), ("passcode", "guest")], b"");
+        assert_eq!(c.read().0, "CONNECTED");
+        c
+    }
+
+    fn frame(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut out = format!("{command}\n").into_bytes();
+        for (k, v) in headers {
+            out.extend_from_slice(format!("{k}:{v}\n").as_bytes());
+        }
+        out.push(b'\n');
+        out.extend_from_slice(body);
+        out.push(0);
+        self.s.write_all(&out).expect("write");
+    }
+
+    /// The next frame as (command, headers, body); panics on EOF or timeout.
+    fn read(&mut self) -> (String, Vec<(String, String)>, Vec<u8>) {
+        use std::io::Read;
+        loop {
+            while matches!(self.buf.first(), Some(b'\n' | b'\r')) {
+                self.buf.remove(0);
+            }
+            if let Some(end) = self.buf.iter().position(|b| *b == 0) {
+                let frame: Vec<u8> = self.buf.drain(..=end).collect();
+                let split = frame.windows(2).position(|w| w == b"\n\n").expect("header end");
+                let head = String::from_utf8_lossy(&frame[..split]).into_owned();
+                let mut lines = head.lines();
+                let command = lines.next().unwrap_or_default().to_string();
+                let headers =
+                    lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+                return (command, headers, frame[split + 2..frame.len() - 1].to_vec());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.s.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Send a frame with a receipt and wait for it (a persistent SEND's receipt waits for its fsync).
+    fn with_receipt(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut h = headers.to_vec();
+        h.push(("receipt", "r"));
+        self.frame(command, &h, body);
+        let (cmd, _, _) = self.read();
+        assert_eq!(cmd, "RECEIPT", "{command}");
+    }
+}
+
+#[tokio::test]
+async fn stomp_persistent_messages_and_durable_subscriptions_survive_sigkill() {
+    let mut broker = Broker::start();
+    {
+        let mut c = Stomp::open(&broker);
+        // A durable topic subscription (RabbitMQ style), left while messages arrive.
+        let sub = [("destination", "/topic/restart.a"), ("id", "d1"), ("durable", "true"), ("auto-delete", "false")];
+        c.with_receipt("SUBSCRIBE", &sub, b"");
+        c.with_receipt("UNSUBSCRIBE", &[("id", "d1")], b"");
+        // /queue/ destinations are durable queues in RabbitMQ's STOMP mapping.
+        c.with_receipt("SEND", &[("destination", "/queue/stomp-kept"), ("persistent", "true")], b"persistent");
+        c.with_receipt("SEND", &[("destination", "/queue/stomp-kept")], b"transient");
+        c.with_receipt("SEND", &[("destination", "/topic/restart.a"), ("persistent", "true")], b"for-the-durable-sub");
+    }
+    broker.kill();
+    broker.restart();
+    let mut c = Stomp::open(&broker);
+    c.frame("SUBSCRIBE", &[("destination", "/queue/stomp-kept"), ("id", "q"), ("ack", "auto")], b"");
+    let (cmd, _, body) = c.read();
+    assert_eq!((cmd.as_str(), body.as_slice()), ("MESSAGE", &b"persistent"[..]));
+    let sub = [("destination", "/topic/restart.a"), ("id", "d1"), ("durable", "true"), ("auto-delete", "false")];
+    c.frame("SUBSCRIBE", &sub, b"");
+    let (cmd, _, body) = c.read();
+    assert_eq!((cmd.as_str(), body.as_slice()), ("MESSAGE", &b"for-the-durable-sub"[..]));
+    // The transient message did not survive: nothing else arrives on the queue.
+    c.with_receipt("SEND", &[("destination", "/queue/stomp-kept")], b"marker");
+    let (_, _, body) = c.read();
+    assert_eq!(body, b"marker", "only the persistent message came back");
+}
+
+/// One AWS JSON 1.0 SQS call over a fresh `TcpStream`; returns (status, JSON body).
+fn sqs(broker: &Broker, action: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::Read;
+    let addr = *broker.listeners.get("aws").expect("aws listener");
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.0\r\n\
+         X-Amz-Target: AmazonSQS.{action}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(body.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let status = String::from_utf8_lossy(&raw[..split]).split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let json = serde_json::from_slice(&raw[split + 4..]).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn sqs_messages_survive_sigkill_with_their_fifo_groups() {
+    use serde_json::json;
+    let mut broker = Broker::start();
+    let (_, r) = sqs(&broker, "CreateQueue", &json!({"QueueName": "plain"}));
+    let plain = r["QueueUrl"].as_str().expect("url").to_string();
+    let fifo_attrs = json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"});
+    let (_, r) = sqs(&broker, "CreateQueue", &json!({"QueueName": "ordered.fifo", "Attributes": fifo_attrs}));
+    let fifo = r["QueueUrl"].as_str().expect("url").to_string();
+    for i in 0..3 {
+        let (status, _) = sqs(&broker, "SendMessage", &json!({"QueueUrl": plain, "MessageBody": format!("p{i}")}));
+        assert_eq!(status, 200);
+    }
+    for (body, group) in [("a1", "A"), ("a2", "A"), ("b1", "B")] {
+        let send = json!({"QueueUrl": fifo, "MessageBody": body, "MessageGroupId": group});
+        assert_eq!(sqs(&broker, "SendMessage", &send).0, 200);
+    }
+    broker.kill();
+    broker.restart();
+    let plain = plain.replace(&plain[..plain.find("/000000000000").unwrap_or(0)], "");
+    let fifo = fifo.replace(&fifo[..fifo.find("/000000000000").unwrap_or(0)], "");
+    let addr = broker.listeners.get("aws").expect("aws listener");
+    let (plain, fifo) = (format!("http://{addr}{plain}"), format!("http://{addr}{fifo}"));
+    let receive = |url: &str, n: u32| {
+        let (status, r) = sqs(
+            &broker,
+            "ReceiveMessage",
+            &json!({"QueueUrl": url, "MaxNumberOfMessages": n, "AttributeNames": ["All"], "VisibilityTimeout": 30}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r["Messages"].as_array().cloned().unwrap_or_default()
+    };
+    let bodies: Vec<String> =
+        receive(&plain, 10).iter().map(|m| m["Body"].as_str().unwrap_or_default().to_string()).collect();
+    let mut sorted = bodies.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["p0", "p1", "p2"], "every SQS message is durable");
+    // FIFO: the first receive takes group A's head and group B's; a2 waits for a1.
+    let got: Vec<(String, String)> = receive(&fifo, 10)
+        .iter()
+        .map(|m| {
+            (
+                m["Body"].as_str().unwrap_or_default().to_string(),
+                m["Attributes"]["MessageGroupId"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(got.contains(&("a1".to_string(), "A".to_string())), "{got:?}");
+    assert!(!got.iter().any(|(b, _)| b == "a2"), "a group stays blocked while its head is in flight: {got:?}");
+}
