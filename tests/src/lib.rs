@@ -4,7 +4,8 @@
 //!
 //! A [`Broker`] gets its own temporary directory (config file, `data/`, working directory) and
 //! ephemeral ports: the binary is started with `--config <tmp>/switchyard.toml
-//! --data-dir <tmp>/data --amqp-listen 127.0.0.1:0 --stomp-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --aws-listen 127.0.0.1:0`, and the harness learns the ports from the
+//! --data-dir <tmp>/data --amqp-listen 127.0.0.1:0 --stomp-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --aws-listen 127.0.0.1:0`
+//! (and `--ws-stomp-listen`, `--ws-mqtt-listen`, `--http-listen`, all `127.0.0.1:0`), and the harness learns the ports from the
 //! one line the binary prints on stdout when it is ready:
 //!
 //! ```text
@@ -261,6 +262,12 @@ pub struct Broker {
     pub stomp: SocketAddr,
     /// Address of the MQTT listener of the current run.
     pub mqtt: SocketAddr,
+    /// Address of the STOMP-over-WebSocket listener of the current run (`ws_stomp`).
+    pub ws_stomp: SocketAddr,
+    /// Address of the MQTT-over-WebSocket listener of the current run (`ws_mqtt`).
+    pub ws_mqtt: SocketAddr,
+    /// Address of the main HTTP listener of the current run (`http`: /ws, /ws/live, /demo).
+    pub http: SocketAddr,
     /// Every listener of the current run, by name, as printed on the ready line.
     pub listeners: BTreeMap<String, SocketAddr>,
 }
@@ -295,6 +302,9 @@ impl Broker {
             amqp: SocketAddr::from(([127, 0, 0, 1], 0)),
             stomp: SocketAddr::from(([127, 0, 0, 1], 0)),
             mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws_stomp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws_mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: BTreeMap::new(),
         };
         broker.spawn()?;
@@ -311,6 +321,14 @@ impl Broker {
             .arg(self.data_dir())
             .args(["--amqp-listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
             .args(["--aws-listen", "127.0.0.1:0"])
+            .args([
+                "--ws-stomp-listen",
+                "127.0.0.1:0",
+                "--ws-mqtt-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -382,6 +400,9 @@ impl Broker {
                     self.amqp = *amqp;
                     self.stomp = listeners.get("stomp").copied().unwrap_or(self.stomp);
                     self.mqtt = listeners.get("mqtt").copied().unwrap_or(self.mqtt);
+                    self.ws_stomp = listeners.get("ws_stomp").copied().unwrap_or(self.ws_stomp);
+                    self.ws_mqtt = listeners.get("ws_mqtt").copied().unwrap_or(self.ws_mqtt);
+                    self.http = listeners.get("http").copied().unwrap_or(self.http);
                     self.listeners = listeners;
                     self.running = Some(running);
                     Ok(())
@@ -553,7 +574,8 @@ pub fn python() -> PathBuf {
 
 /// A command that runs `script` (a path relative to [`Client::dir`], e.g. `"basic_pubsub.py"`)
 /// against `broker`, with `AMQP_URL` set (and `AMQP_HOST`, `AMQP_PORT`, `STOMP_HOST`, `STOMP_PORT`, and
-/// `MQTT_HOST`, `MQTT_PORT` when the ready line names an `mqtt` listener), working directory the
+/// `MQTT_HOST`, `MQTT_PORT` when the ready line names an `mqtt` listener, and `WS_STOMP_URL`,
+/// `WS_MQTT_URL`, `HTTP_URL` when it names an `http` one), working directory the
 /// script's folder. Panics if the interpreter or the script is missing.
 pub fn client_command(client: Client, script: &str, broker: &Broker) -> Command {
     let dir = client.dir();
@@ -593,6 +615,11 @@ pub fn client_command(client: Client, script: &str, broker: &Broker) -> Command 
     }
     if broker.listeners.contains_key("mqtt") {
         cmd.env("MQTT_HOST", broker.mqtt.ip().to_string()).env("MQTT_PORT", broker.mqtt.port().to_string());
+    }
+    if broker.listeners.contains_key("http") {
+        cmd.env("WS_STOMP_URL", format!("ws://{}/ws", broker.ws_stomp))
+            .env("WS_MQTT_URL", format!("ws://{}/ws", broker.ws_mqtt))
+            .env("HTTP_URL", format!("http://{}", broker.http));
     }
     cmd
 }

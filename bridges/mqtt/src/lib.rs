@@ -30,5 +30,5 @@ mod session;
 pub use config::MqttConfig;
 pub use conn::serve_connection;
 pub use error::CloseReason;
-pub use server::serve;
+pub use server::{serve, serve_shared};
 pub use session::{clean_queue_name, persistent_queue_name, shared_queue_name};

@@ -16,8 +16,9 @@ use anyhow::{Context, anyhow};
 use switchyard::Broker;
 use switchyard_amqp::serve as serve_amqp;
 use switchyard_aws::serve as serve_aws;
-use switchyard_mqtt::serve as serve_mqtt;
+use switchyard_mqtt::serve_shared as serve_mqtt;
 use switchyard_stomp::serve as serve_stomp;
+use switchyard_ws::{Handlers, StreamHandler, WsByteStream, WsServer};
 use tokio::net::TcpListener;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,9 @@ struct Bound {
     stomp: TcpListener,
     mqtt: TcpListener,
     aws: TcpListener,
+    ws_stomp: TcpListener,
+    ws_mqtt: TcpListener,
+    http: TcpListener,
 }
 
 /// Runs the broker until a shutdown signal (returns `Ok`) or a fatal error (returns `Err`).
@@ -79,10 +83,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let serve = serve_stomp(bound.stomp, broker.handle(), cfg.stomp.clone(), shutdown.child_token());
     listeners.spawn(async move { ("stomp", serve.await) });
 
+    // One MQTT session registry for TCP and WebSocket clients, so a client id is one
+    // session (takeover, persistent state) whichever way it connects.
+    let mqtt_shared = switchyard_mqtt::shared::Shared::new(broker.handle(), cfg.mqtt.clone());
     let mqtt_addr = local_addr("mqtt", &bound.mqtt)?;
     addrs.insert("mqtt", mqtt_addr);
     info!(listener = "mqtt", addr = %mqtt_addr, "listening");
-    let serve = serve_mqtt(bound.mqtt, broker.handle(), cfg.mqtt.clone(), shutdown.child_token());
+    let serve = serve_mqtt(bound.mqtt, std::sync::Arc::clone(&mqtt_shared), shutdown.child_token());
     listeners.spawn(async move { ("mqtt", serve.await) });
 
     let aws_addr = local_addr("aws", &bound.aws)?;
@@ -90,6 +97,22 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     info!(listener = "aws", addr = %aws_addr, "listening");
     let serve = serve_aws(bound.aws, broker.handle(), cfg.aws.clone(), shutdown.child_token());
     listeners.spawn(async move { ("aws", serve.await) });
+
+    let ws = WsServer::new(broker.handle(), cfg.ws.clone(), ws_handlers(&broker, &cfg, mqtt_shared));
+    for (name, listener) in [("ws_stomp", bound.ws_stomp), ("ws_mqtt", bound.ws_mqtt), ("http", bound.http)] {
+        let addr = local_addr(name, &listener)?;
+        addrs.insert(name, addr);
+        info!(listener = name, addr = %addr, "listening");
+        let (ws, token) = (ws.clone(), shutdown.child_token());
+        listeners.spawn(async move {
+            let served = match name {
+                "ws_stomp" => ws.serve_stomp(listener, token).await,
+                "ws_mqtt" => ws.serve_mqtt(listener, token).await,
+                _ => ws.serve_http(listener, token).await,
+            };
+            (name, served)
+        });
+    }
 
     announce_ready(&addrs)?;
 
@@ -129,7 +152,39 @@ async fn bind_all(cfg: &ServerConfig) -> anyhow::Result<Bound> {
     let aws = TcpListener::bind(cfg.aws.listen)
         .await
         .with_context(|| format!("binding the AWS listener to {}", cfg.aws.listen))?;
-    Ok(Bound { amqp, stomp, mqtt, aws })
+    let ws_stomp = TcpListener::bind(cfg.ws.stomp_listen)
+        .await
+        .with_context(|| format!("binding the STOMP-over-WebSocket listener to {}", cfg.ws.stomp_listen))?;
+    let ws_mqtt = TcpListener::bind(cfg.ws.mqtt_listen)
+        .await
+        .with_context(|| format!("binding the MQTT-over-WebSocket listener to {}", cfg.ws.mqtt_listen))?;
+    let http = TcpListener::bind(cfg.ws.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener to {}", cfg.ws.http_listen))?;
+    Ok(Bound { amqp, stomp, mqtt, aws, ws_stomp, ws_mqtt, http })
+}
+
+/// The STOMP and MQTT connection tasks, for connections that arrive over WebSocket.
+fn ws_handlers(
+    broker: &Broker,
+    cfg: &ServerConfig,
+    mqtt_shared: std::sync::Arc<switchyard_mqtt::shared::Shared>,
+) -> Handlers {
+    let stomp_broker = broker.handle();
+    let stomp_cfg = std::sync::Arc::new(cfg.stomp.clone());
+    let stomp: StreamHandler = std::sync::Arc::new(move |stream: &mut WsByteStream, peer, token| {
+        Box::pin(switchyard_stomp::serve_connection(
+            stream,
+            peer,
+            stomp_broker.clone(),
+            std::sync::Arc::clone(&stomp_cfg),
+            token,
+        ))
+    });
+    let mqtt: StreamHandler = std::sync::Arc::new(move |stream: &mut WsByteStream, peer, token| {
+        Box::pin(switchyard_mqtt::serve_connection(stream, peer, std::sync::Arc::clone(&mqtt_shared), token))
+    });
+    Handlers { stomp, mqtt }
 }
 
 /// The address a listener actually got (the port is chosen by the OS for port 0).

@@ -18,7 +18,7 @@ use clap::Parser;
     after_help = "Configuration: the TOML file, then SWITCHYARD_<SECTION>__<KEY> environment \
                   variables (e.g. SWITCHYARD_AMQP__LISTEN=127.0.0.1:5672), then these flags.\n\
                   Once every listener is bound, one line is printed on stdout:\n  \
-                  switchyard ready {\"amqp\":\"127.0.0.1:5672\",\"stomp\":\"127.0.0.1:61613\",\"mqtt\":\"127.0.0.1:1883\"}"
+                  switchyard ready {\"amqp\":\"127.0.0.1:5672\",\"stomp\":\"127.0.0.1:61613\",\"mqtt\":\"127.0.0.1:1883\",...}"
 )]
 pub struct Cli {
     /// Config file (TOML). Default: `switchyard.toml` in the working directory if it exists,
@@ -45,6 +45,21 @@ pub struct Cli {
     /// Address of the AWS-compatible HTTP listener (SQS), e.g. `127.0.0.1:0`; overrides `[aws] listen`.
     #[arg(long, value_name = "ADDR")]
     pub aws_listen: Option<SocketAddr>,
+
+    /// Address of the STOMP-over-WebSocket listener (RabbitMQ Web-STOMP, 15674), e.g.
+    /// `127.0.0.1:0`; overrides `[ws] stomp_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub ws_stomp_listen: Option<SocketAddr>,
+
+    /// Address of the MQTT-over-WebSocket listener (RabbitMQ Web-MQTT, 15675), e.g.
+    /// `127.0.0.1:0`; overrides `[ws] mqtt_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub ws_mqtt_listen: Option<SocketAddr>,
+
+    /// Address of the main HTTP listener (15672: WebSocket endpoints, JSON live API, /demo),
+    /// e.g. `127.0.0.1:0`; overrides `[ws] http_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
 
     /// Log filter in tracing's `EnvFilter` syntax, e.g. `info,switchyard_amqp=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]

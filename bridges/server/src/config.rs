@@ -3,10 +3,11 @@
 //! Layers, later ones winning:
 //! 1. the TOML file (`--config PATH`, else `switchyard.toml` in the working directory if it
 //!    exists, else nothing): sections `[broker]` (= [`CoreConfig`], users as
-//!    `[[broker.users]]`), `[amqp]` (= [`AmqpConfig`]), `[stomp]` (= [`StompConfig`]) and `[mqtt]` (= [`MqttConfig`]);
+//!    `[[broker.users]]`), `[amqp]` (= [`AmqpConfig`]), `[stomp]` (= [`StompConfig`]), `[mqtt]` (= [`MqttConfig`]), `[aws]` and `[ws]` (= [`WsConfig`]);
 //! 2. environment variables `SWITCHYARD_<SECTION>__<KEY>` (`__` separates path segments;
 //!    segments are lower-cased), written into the parsed TOML tree before it is deserialized;
-//! 3. command-line flags (`--data-dir`, `--amqp-listen`, `--stomp-listen`, `--mqtt-listen`).
+//! 3. command-line flags (`--data-dir`, `--amqp-listen`, `--stomp-listen`, `--mqtt-listen`, `--aws-listen`,
+//!    `--ws-stomp-listen`, `--ws-mqtt-listen`, `--http-listen`).
 //!
 //! Each crate owns its own config struct and its defaults; this module only composes them and
 //! checks what no type expresses ([`validate`]), so that a bad value stops the process before
@@ -26,6 +27,7 @@ use switchyard_amqp::config::AmqpConfig;
 use switchyard_aws::config::AwsConfig;
 use switchyard_mqtt::config::MqttConfig;
 use switchyard_stomp::config::StompConfig;
+use switchyard_ws::config::WsConfig;
 
 use crate::cli::Cli;
 
@@ -62,6 +64,8 @@ pub struct ServerConfig {
     pub mqtt: MqttConfig,
     /// `[aws]`: the AWS-compatible HTTP listener (SQS).
     pub aws: AwsConfig,
+    /// `[ws]`: STOMP and MQTT over WebSocket, the JSON live API, the main HTTP port.
+    pub ws: WsConfig,
 }
 
 /// The effective configuration and where it came from (for the startup log).
@@ -116,6 +120,15 @@ pub fn load(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>, cwd:
     }
     if let Some(addr) = cli.aws_listen {
         config.aws.listen = addr;
+    }
+    if let Some(addr) = cli.ws_stomp_listen {
+        config.ws.stomp_listen = addr;
+    }
+    if let Some(addr) = cli.ws_mqtt_listen {
+        config.ws.mqtt_listen = addr;
+    }
+    if let Some(addr) = cli.http_listen {
+        config.ws.http_listen = addr;
     }
 
     validate(&config)?;
@@ -325,6 +338,27 @@ pub fn validate(cfg: &ServerConfig) -> anyhow::Result<()> {
     }
     if mqtt.max_session_expiry == 0 {
         problems.push("mqtt.max_session_expiry must be at least 1 second".into());
+    }
+
+    let ws = &cfg.ws;
+    if !ws.path.starts_with('/') || ws.path.len() < 2 {
+        problems.push("ws.path must start with '/' and name a path, e.g. \"/ws\"".into());
+    }
+    if ws.max_connections == 0 {
+        problems.push("ws.max_connections must be at least 1".into());
+    }
+    if ws.max_message_size < 1024 {
+        problems.push("ws.max_message_size must be at least 1024 bytes".into());
+    }
+    if ws.ping_interval == 0 || ws.idle_timeout < ws.ping_interval {
+        problems
+            .push("ws.ping_interval must be at least 1 second and ws.idle_timeout at least ws.ping_interval".into());
+    }
+    if ws.outbound_max_messages == 0 || ws.outbound_max_bytes < 1024 {
+        problems.push("ws.outbound_max_messages must be at least 1 and ws.outbound_max_bytes at least 1024".into());
+    }
+    if ws.default_window == 0 {
+        problems.push("ws.default_window must be at least 1".into());
     }
 
     if problems.is_empty() { Ok(()) } else { bail!("invalid configuration:\n  - {}", problems.join("\n  - ")) }
