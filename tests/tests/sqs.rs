@@ -19,10 +19,7 @@ fn sqs_boto3_relaxed_limits() {
 
 #[test]
 fn sqs_boto3_sigv4_strict() {
-    let broker = Broker::start_with(
-        "[aws]\nauth = \"sigv4\"\n[aws.credentials]\nAKIDGOOD = \"good-secret\"\n",
-        &[],
-    );
+    let broker = Broker::start_with("[aws]\nauth = \"sigv4\"\n[aws.credentials]\nAKIDGOOD = \"good-secret\"\n", &[]);
     run_client_script_with(Client::Python, "sqs_sigv4.py", &broker, &["AKIDGOOD", "good-secret"]);
 }
 

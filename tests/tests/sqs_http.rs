@@ -269,3 +269,194 @@ fn malformed_requests_get_aws_errors() {
     let r = call(addr, "ListQueues", &json!({}));
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[test]
+fn attributes_tags_and_permissions_survive_a_restart() {
+    let mut broker = Broker::start();
+    let addr = aws(&broker);
+    let r = call(addr, "CreateQueue", &json!({"QueueName": "kept", "tags": {"team": "a"}}));
+    let url = r.json()["QueueUrl"].as_str().expect("QueueUrl").to_string();
+    let set = json!({"QueueUrl": url, "Attributes": {
+        "VisibilityTimeout": "9", "DelaySeconds": "2", "MessageRetentionPeriod": "600",
+        "RedriveAllowPolicy": "{\"redrivePermission\":\"denyAll\"}"}});
+    assert_eq!(call(addr, "SetQueueAttributes", &set).status, 200);
+    assert_eq!(call(addr, "TagQueue", &json!({"QueueUrl": url, "Tags": {"env": "qa"}})).status, 200);
+    let perm = json!({"QueueUrl": url, "Label": "l", "AWSAccountIds": ["123456789012"], "Actions": ["SendMessage"]});
+    assert_eq!(call(addr, "AddPermission", &perm).status, 200);
+    let before = call(addr, "GetQueueAttributes", &json!({"QueueUrl": url, "AttributeNames": ["All"]})).json();
+
+    broker.restart();
+    let addr = aws(&broker);
+    let url = format!("http://{addr}/000000000000/kept");
+    let after = call(addr, "GetQueueAttributes", &json!({"QueueUrl": url, "AttributeNames": ["All"]})).json();
+    let a = &after["Attributes"];
+    assert_eq!(a["VisibilityTimeout"], "9", "{after}");
+    assert_eq!(a["DelaySeconds"], "2");
+    assert_eq!(a["MessageRetentionPeriod"], "600");
+    assert_eq!(a["RedriveAllowPolicy"], "{\"redrivePermission\":\"denyAll\"}");
+    assert!(a["Policy"].as_str().is_some_and(|p| p.contains("arn:aws:iam::123456789012:root")), "{after}");
+    assert_eq!(a["LastModifiedTimestamp"], before["Attributes"]["LastModifiedTimestamp"]);
+    let tags = call(addr, "ListQueueTags", &json!({"QueueUrl": url})).json();
+    assert_eq!(tags, json!({"Tags": {"team": "a", "env": "qa"}}));
+    // The core runs on the changed settings: a new message is delayed by 2 s.
+    assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": url, "MessageBody": "x"})).status, 200);
+    let r = call(
+        addr,
+        "GetQueueAttributes",
+        &json!({"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessagesDelayed"]}),
+    );
+    assert_eq!(r.json()["Attributes"]["ApproximateNumberOfMessagesDelayed"], "1");
+}
+
+#[test]
+fn validation_errors_for_new_actions() {
+    let broker = Broker::start();
+    let addr = aws(&broker);
+    let sqs = "com.amazonaws.sqs#";
+    let r = call(addr, "CreateQueue", &json!({"QueueName": "v", "Attributes": {"Bogus": "1"}}));
+    assert_eq!(r.error(), (400, format!("{sqs}InvalidAttributeName"), "InvalidAttributeName;Sender".into()));
+    let r = call(addr, "CreateQueue", &json!({"QueueName": "v", "Attributes": {"QueueArn": "x"}}));
+    assert_eq!(r.error().1, format!("{sqs}InvalidAttributeName"));
+    let r = call(addr, "CreateQueue", &json!({"QueueName": "v", "Attributes": {"DeduplicationScope": "queue"}}));
+    assert_eq!(r.error().1, format!("{sqs}InvalidAttributeName"), "FIFO-only attribute on a standard queue");
+    let url =
+        call(addr, "CreateQueue", &json!({"QueueName": "v"})).json()["QueueUrl"].as_str().expect("url").to_string();
+    let r = call(addr, "TagQueue", &json!({"QueueUrl": url}));
+    assert_eq!(r.error().2, "MissingParameter;Sender");
+    let r = call(addr, "UntagQueue", &json!({"QueueUrl": url, "TagKeys": "notalist"}));
+    assert_eq!(r.error().1, format!("{sqs}SerializationException"));
+    let r = call(addr, "RemovePermission", &json!({"QueueUrl": url, "Label": "none"}));
+    assert_eq!(r.error().2, "InvalidParameterValue;Sender");
+    let r = call(addr, "CancelMessageMoveTask", &json!({"TaskHandle": "x"}));
+    assert_eq!(r.error(), (400, format!("{sqs}ResourceNotFoundException"), "ResourceNotFoundException;Sender".into()));
+    let r = call(addr, "StartMessageMoveTask", &json!({"SourceArn": "not-an-arn"}));
+    assert_eq!(r.error().2, "InvalidParameterValue;Sender");
+    let r = call(addr, "ListDeadLetterSourceQueues", &json!({"QueueUrl": url, "MaxResults": 0}));
+    assert_eq!(r.error().2, "InvalidParameterValue;Sender");
+    let r = call(addr, "ReceiveMessage", &json!({"QueueUrl": url, "ReceiveRequestAttemptId": ""}));
+    assert_eq!(r.error().2, "InvalidParameterValue;Sender");
+}
+
+#[test]
+fn strict_sigv4_refuses_unsigned_and_malformed_requests() {
+    let broker = Broker::start_with("[aws]\nauth = \"sigv4\"\n[aws.credentials]\nAKID = \"secret\"\n", &[]);
+    let addr = aws(&broker);
+    let r = call(addr, "ListQueues", &json!({}));
+    assert_eq!(
+        r.error(),
+        (403, "com.amazonaws.sqs#MissingAuthenticationToken".into(), "MissingAuthenticationToken;Sender".into())
+    );
+    let r = request(
+        addr,
+        &[("X-Amz-Target", "AmazonSQS.ListQueues"), ("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/bogus")],
+        b"{}",
+    );
+    assert_eq!(r.error().2, "IncompleteSignature;Sender", "{r:?}");
+    let auth = "AWS4-HMAC-SHA256 Credential=NOPE/20250101/us-east-1/sqs/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+    let r = request(
+        addr,
+        &[("X-Amz-Target", "AmazonSQS.ListQueues"), ("X-Amz-Date", "20250101T000000Z"), ("Authorization", auth)],
+        b"{}",
+    );
+    assert_eq!(r.error().2, "InvalidClientTokenId;Sender", "{r:?}");
+    let auth = "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/sqs/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+    let r = request(
+        addr,
+        &[("X-Amz-Target", "AmazonSQS.ListQueues"), ("X-Amz-Date", "20250101T000000Z"), ("Authorization", auth)],
+        b"{}",
+    );
+    assert_eq!(r.error().2, "RequestExpired;Sender", "a year-old signature: {r:?}");
+    // The query protocol answers in XML.
+    let (status, xml) = form(addr, "/", "Action=ListQueues");
+    assert_eq!(status, 403, "{xml}");
+    assert_eq!(xml_text(&xml, "Code"), "MissingAuthenticationToken");
+}
+
+/// A keep-alive HTTP/1.1 connection for many requests (the 120,000-message test).
+struct KeepAlive {
+    s: TcpStream,
+    buf: Vec<u8>,
+    addr: SocketAddr,
+}
+
+impl KeepAlive {
+    fn new(addr: SocketAddr) -> KeepAlive {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        KeepAlive { s, buf: Vec::new(), addr }
+    }
+
+    fn call(&mut self, action: &str, input: &Value) -> (u16, Value) {
+        let body = input.to_string();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: AmazonSQS.{action}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.s.write_all(head.as_bytes()).expect("write");
+        self.s.write_all(body.as_bytes()).expect("write");
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let len: usize = head
+                    .split("\r\n")
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse().ok())
+                    .expect("content-length");
+                if self.buf.len() >= end + 4 + len {
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+                    let v = serde_json::from_slice(&self.buf[end + 4..end + 4 + len]).expect("json");
+                    self.buf.drain(..end + 4 + len);
+                    return (status, v);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[test]
+fn in_flight_limit_is_120000_then_over_limit() {
+    let broker = Broker::start();
+    let addr = aws(&broker);
+    let url = call(addr, "CreateQueue", &json!({"QueueName": "busy", "Attributes": {"VisibilityTimeout": "600"}}))
+        .json()["QueueUrl"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    const LIMIT: usize = 120_000;
+    const THREADS: usize = 4;
+    let per_thread = LIMIT / THREADS;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                let entries: Vec<Value> = (0..10).map(|i| json!({"Id": format!("e{i}"), "MessageBody": "m"})).collect();
+                for _ in 0..per_thread / 10 {
+                    let (status, v) = c.call("SendMessageBatch", &json!({"QueueUrl": url, "Entries": entries}));
+                    assert_eq!(status, 200, "{v}");
+                }
+                let mut got = 0;
+                while got < per_thread {
+                    let (status, v) = c.call("ReceiveMessage", &json!({"QueueUrl": url, "MaxNumberOfMessages": 10}));
+                    assert_eq!(status, 200, "{v}");
+                    got += v["Messages"].as_array().map_or(0, Vec::len);
+                }
+                got
+            })
+        })
+        .collect();
+    let total: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    assert_eq!(total, LIMIT);
+    assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": url, "MessageBody": "one more"})).status, 200);
+    let r = call(addr, "ReceiveMessage", &json!({"QueueUrl": url}));
+    assert_eq!(r.error(), (400, "com.amazonaws.sqs#OverLimit".into(), "OverLimit;Sender".into()));
+    // A long poll at the limit answers empty instead.
+    let r = call(addr, "ReceiveMessage", &json!({"QueueUrl": url, "WaitTimeSeconds": 1}));
+    assert_eq!((r.status, r.json()), (200, json!({})));
+}

@@ -7,6 +7,7 @@
 pub mod amqp;
 pub mod amqp_raw;
 pub mod mqtt;
+pub mod sqs;
 pub mod stomp;
 
 use std::future::Future;
