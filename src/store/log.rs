@@ -1484,6 +1484,65 @@ mod tests {
         drop(stragglers);
     }
 
+    /// 8 publishers, each waiting for its confirm before the next publish (the worst case
+    /// for fsync sharing): the writer's counters show them sharing fsyncs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publishers_share_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = MessageLog::open(dir.path(), SyncPolicy::Always, 1 << 24).expect("open");
+        let per = 200;
+        let tasks: Vec<_> = (0..8)
+            .map(|p| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut kept = Vec::new();
+                    for i in 0..per {
+                        let (h, lsn) = append(&log, 1, &format!("{p}-{i}"));
+                        log.wait_synced(lsn).await.expect("synced");
+                        kept.push(h);
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for t in tasks {
+            kept.extend(t.await.expect("publisher"));
+        }
+        let s = log.stats();
+        eprintln!(
+            "8 publishers x {per} confirmed appends: {} fsyncs, {:.1} records per fsync",
+            s.fsyncs,
+            s.records_per_fsync()
+        );
+        assert_eq!(s.synced_records, 8 * per);
+        assert!(s.fsyncs < s.synced_records / 2, "{s:?}");
+        assert!(s.records_per_fsync() >= 2.0, "{s:?}");
+        log.close();
+        drop(kept);
+    }
+
+    #[tokio::test]
+    async fn an_injected_fsync_failure_fails_the_waiting_appends_and_is_never_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = open(dir.path()).await;
+        let (a, lsn) = append(&log, 1, "durable");
+        log.wait_synced(lsn).await.expect("synced");
+        log.inject_fsync_failure();
+        let (b, lsn_b) = append(&log, 1, "doomed");
+        assert!(matches!(log.wait_synced(lsn_b).await, Err(LogError::Failed)));
+        assert!(log.is_failed());
+        assert!(matches!(log.append(1, 1, &MessageLog::encode(&msg("late"))), Err(LogError::Failed)));
+        assert_eq!(*log.synced().borrow(), lsn, "the durable LSN never moves past the failure");
+        assert_eq!(log.stats().failures, 1);
+        // What was stored before is intact.
+        assert_eq!(a.read().expect("read").body, Bytes::from("durable"));
+        log.close();
+        drop((a, b));
+        let (_log, rec) = open(dir.path()).await;
+        assert_eq!(rec[0].message.body, Bytes::from("durable"));
+    }
+
     #[tokio::test]
     async fn group_commit_confirms_many_appends() {
         let dir = tempfile::tempdir().expect("tempdir");
