@@ -8,13 +8,13 @@
 //! |---|---|
 //! | `x-filter-policy` | the policy's JSON text (absent: every message) |
 //! | `x-filter-policy-scope` | `MessageAttributes` (default) or `MessageBody` |
-//! | `x-raw-delivery` | true: the destination gets the published message as it is |
+//! | `x-raw-delivery` | true: raw delivery (the transform is told; with none, nothing changes) |
 //! | `x-subscription-arn` | the subscription's identifier (front-ends name it) |
 //!
 //! What a subscribed queue receives is decided by a [`DeliveryTransform`] registered on the
 //! vhost for the exchange type (the AWS front-end registers one that wraps the message in SNS's
-//! JSON envelope unless raw delivery is on). With no transform, destinations get the message
-//! unchanged. Bindings to other exchanges always forward the published message unchanged.
+//! JSON envelope, or for raw delivery the message and its attributes). With no transform,
+//! destinations get the message unchanged. Bindings to other exchanges always forward the published message unchanged.
 
 use std::sync::Arc;
 
@@ -94,7 +94,7 @@ impl Subscription {
 /// the format it produces.
 pub trait DeliveryTransform: Send + Sync + std::fmt::Debug {
     /// Called once per publish that reaches `topic` and matches at least one queue
-    /// subscription; the returned value is asked once per matching subscription.
+    /// subscription; the returned value is asked once per matching queue subscription.
     fn begin<'a>(&'a self, topic: &'a Exchange, message: &'a Message) -> Box<dyn TopicPublish + 'a>;
 }
 
@@ -119,8 +119,8 @@ pub(crate) fn compile_all(topic: &str, list: &[Binding]) -> Vec<Arc<Subscription
 }
 
 /// Routes `message` through filter-policy exchange `topic`: every accepting subscription's
-/// destination, with the transformed message for queue subscriptions that are not raw (and
-/// `None` where the published message goes unchanged).
+/// destination, with the transform's message for queue subscriptions (`None` where the
+/// published message goes unchanged).
 pub(crate) fn route_topic(
     topic: &Exchange,
     message: &Message,
@@ -132,10 +132,8 @@ pub(crate) fn route_topic(
     topic.route_subscriptions(&view, &mut subs);
     let mut publish: Option<Box<dyn TopicPublish + '_>> = None;
     for s in subs {
-        let own = match (&s.destination, s.raw, transform) {
-            (Destination::Queue(_), false, Some(t)) => {
-                publish.get_or_insert_with(|| t.begin(topic, message)).message_for(&s)
-            }
+        let own = match (&s.destination, transform) {
+            (Destination::Queue(_), Some(t)) => publish.get_or_insert_with(|| t.begin(topic, message)).message_for(&s),
             _ => None,
         };
         out.push((s.destination.clone(), own));

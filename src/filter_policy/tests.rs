@@ -424,6 +424,9 @@ mod routing {
     impl TopicPublish for WrapOne<'_> {
         fn message_for(&mut self, s: &Subscription) -> Option<Message> {
             self.1 += 1;
+            if s.raw {
+                return None;
+            }
             let body = format!("{}|{}", s.arn().unwrap_or("-"), String::from_utf8_lossy(&self.0.body));
             Some(Message::new("", "", Properties::default(), Bytes::from(body)))
         }

@@ -24,6 +24,7 @@ pub mod kinesis;
 pub mod md5;
 pub mod query;
 pub mod server;
+pub mod sns;
 pub mod sigv4;
 pub mod sqs;
 

@@ -16,6 +16,7 @@ use crate::error::{AwsError, json_error};
 use crate::kinesis::{self, Kinesis};
 use crate::query;
 use crate::sigv4;
+use crate::sns::Sns;
 use crate::sqs::{self, Sqs};
 
 /// Shared state of the router: one handle per service.
@@ -23,6 +24,7 @@ use crate::sqs::{self, Sqs};
 struct Services {
     sqs: Sqs,
     kinesis: Kinesis,
+    sns: Sns,
     max_body_bytes: usize,
     /// Set in `auth = "sigv4"` mode: access key id → secret.
     credentials: Option<std::collections::BTreeMap<String, String>>,
@@ -37,9 +39,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let kinesis = Kinesis::new(&broker, &cfg.vhost, &cfg.account_id, &cfg.region, &cfg.kinesis)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let sns = Sns::new(broker.clone(), cfg.clone(), base_url, shutdown.clone())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let sqs = Sqs::new(broker, cfg.clone()).map_err(|e| std::io::Error::other(e.to_string()))?;
     let credentials = (cfg.auth == crate::config::AuthMode::Sigv4).then(|| cfg.credentials.clone());
-    let app = router(Arc::new(Services { sqs, kinesis, max_body_bytes: cfg.body_limit(), credentials }));
+    let app = router(Arc::new(Services { sqs, kinesis, sns, max_body_bytes: cfg.body_limit(), credentials }));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
@@ -57,6 +62,9 @@ async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Respon
         Err(e) => return json_error(sqs::NAMESPACE, &e),
     };
     let host = header(&parts.headers, "host").unwrap_or("localhost:4566").to_string();
+    if let Some(resp) = services.sns.try_handle_public(&parts.method, &parts.uri).await {
+        return resp;
+    }
     if let Some(credentials) = &services.credentials {
         let req = sigv4::Request { method: &parts.method, uri: &parts.uri, headers: &parts.headers, body: &body };
         let now = (switchyard::time::now_ms() / 1000) as i64;
@@ -76,6 +84,9 @@ async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Respon
         },
         None => {
             // Query requests may carry their parameters in the URL (GET, presigned URLs).
+            if let Some(resp) = services.sns.try_handle(&parts.uri, &body).await {
+                return resp;
+            }
             let form = if body.is_empty() { parts.uri.query().unwrap_or("").as_bytes() } else { &body[..] };
             let (action, input) = match query::form_to_input(form, parts.uri.path(), &host) {
                 Ok(x) => x,
