@@ -3,6 +3,8 @@
 //! handler translates one AMQP method into calls on the core's `VHost`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, confirm, exchange, queue, tx};
@@ -31,7 +33,7 @@ pub(crate) struct ConnState {
     pub(crate) out: Outbound,
     pub(crate) sink: ConsumerSink,
     /// Which channel each of this connection's consumers belongs to.
-    pub(crate) consumer_channels: HashMap<ConsumerId, u16>,
+    pub(crate) consumer_channels: FxHashMap<ConsumerId, u16>,
     pub(crate) max_message_size: usize,
     pub(crate) consumer_cancel_notify: bool,
     /// Deliveries encoded this turn, reported to their queues once written.
@@ -91,7 +93,7 @@ pub(crate) struct Channel {
     next_tag: u64,
     unacked: BTreeMap<u64, Unacked>,
     consumers: HashMap<String, ConsumerEntry>,
-    tags_by_id: HashMap<ConsumerId, String>,
+    tags_by_id: FxHashMap<ConsumerId, String>,
     prefetch: u32,
     shared: Arc<SharedCredit>,
     global_limit: bool,
@@ -120,7 +122,7 @@ impl Channel {
             next_tag: 1,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
-            tags_by_id: HashMap::new(),
+            tags_by_id: FxHashMap::default(),
             prefetch: 0,
             shared: SharedCredit::new(0),
             global_limit: false,

@@ -6,7 +6,7 @@
 //! core queued for this connection, and writes everything in one go.
 //! Backpressure is structural: while a write is pending nothing is read.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,7 @@ struct Conn {
     connection_blocked_cap: bool,
     consumer_cancel_notify: bool,
     state: Option<ConnState>,
-    channels: HashMap<u16, Channel>,
+    channels: FxHashMap<u16, Channel>,
     events_tx: mpsc::UnboundedSender<ConsumerEvent>,
     published: bool,
     blocked_sent: bool,
@@ -97,7 +97,7 @@ pub async fn serve_connection<S>(
         connection_blocked_cap: false,
         consumer_cancel_notify: false,
         state: None,
-        channels: HashMap::new(),
+        channels: FxHashMap::default(),
         events_tx,
         published: false,
         blocked_sent: false,
@@ -426,7 +426,7 @@ impl Conn {
             ctx: ClientContext { connection: self.id, user },
             out: Outbound::new(self.frame_max),
             sink: self.events_tx.clone(),
-            consumer_channels: HashMap::new(),
+            consumer_channels: FxHashMap::default(),
             max_message_size: self.broker.config().max_message_size,
             consumer_cancel_notify: self.consumer_cancel_notify,
             written: Vec::new(),
