@@ -120,3 +120,219 @@ fn malformed_requests_get_kinesis_errors_and_the_broker_carries_on() {
     let (status, _) = post(addr, "CreateStream", br#"{"StreamName": "after-errors", "ShardCount": 1}"#);
     assert_eq!(status, 200);
 }
+
+/// A minimal CBOR value for the raw CBOR test (encoded and decoded here by hand, independent
+/// of the server's CBOR crate).
+#[derive(Debug, Clone, PartialEq)]
+enum Cb {
+    Uint(u64),
+    Bytes(Vec<u8>),
+    Text(String),
+    Array(Vec<Cb>),
+    Map(Vec<(String, Cb)>),
+    Tag(u64, Box<Cb>),
+    Float(f64),
+    Bool(bool),
+    Null,
+}
+
+impl Cb {
+    fn get(&self, key: &str) -> Option<&Cb> {
+        match self {
+            Cb::Map(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn text(&self) -> &str {
+        match self {
+            Cb::Text(s) => s,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+}
+
+fn cb_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if n < 256 {
+        out.extend([m | 24, n as u8]);
+    } else if n < 65_536 {
+        out.push(m | 25);
+        out.extend((n as u16).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend(n.to_be_bytes());
+    }
+}
+
+fn cb_encode(v: &Cb, out: &mut Vec<u8>) {
+    match v {
+        Cb::Uint(n) => cb_head(out, 0, *n),
+        Cb::Bytes(b) => {
+            cb_head(out, 2, b.len() as u64);
+            out.extend(b);
+        }
+        Cb::Text(s) => {
+            cb_head(out, 3, s.len() as u64);
+            out.extend(s.as_bytes());
+        }
+        Cb::Array(a) => {
+            cb_head(out, 4, a.len() as u64);
+            a.iter().for_each(|x| cb_encode(x, out));
+        }
+        Cb::Map(m) => {
+            cb_head(out, 5, m.len() as u64);
+            for (k, x) in m {
+                cb_encode(&Cb::Text(k.clone()), out);
+                cb_encode(x, out);
+            }
+        }
+        Cb::Tag(t, x) => {
+            cb_head(out, 6, *t);
+            cb_encode(x, out);
+        }
+        Cb::Float(f) => {
+            out.push(0xfb);
+            out.extend(f.to_be_bytes());
+        }
+        Cb::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Cb::Null => out.push(0xf6),
+    }
+}
+
+fn cb_decode(b: &[u8], pos: &mut usize) -> Cb {
+    let first = b[*pos];
+    *pos += 1;
+    let (major, info) = (first >> 5, first & 31);
+    let mut arg = |info: u8, pos: &mut usize| -> u64 {
+        let n = match info {
+            0..=23 => return u64::from(info),
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => panic!("unsupported CBOR length {info}"),
+        };
+        let v = b[*pos..*pos + n].iter().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+        *pos += n;
+        v
+    };
+    match major {
+        0 => Cb::Uint(arg(info, pos)),
+        2 | 3 => {
+            let n = arg(info, pos) as usize;
+            let raw = b[*pos..*pos + n].to_vec();
+            *pos += n;
+            if major == 2 { Cb::Bytes(raw) } else { Cb::Text(String::from_utf8(raw).expect("utf8")) }
+        }
+        4 => Cb::Array((0..arg(info, pos)).map(|_| cb_decode(b, pos)).collect()),
+        5 => {
+            let n = arg(info, pos);
+            Cb::Map((0..n).map(|_| (cb_decode(b, pos).text().to_string(), cb_decode(b, pos))).collect())
+        }
+        6 => {
+            let t = arg(info, pos);
+            Cb::Tag(t, Box::new(cb_decode(b, pos)))
+        }
+        7 => match info {
+            20 => Cb::Bool(false),
+            21 => Cb::Bool(true),
+            22 => Cb::Null,
+            27 => {
+                let mut f = [0u8; 8];
+                f.copy_from_slice(&b[*pos..*pos + 8]);
+                *pos += 8;
+                Cb::Float(f64::from_be_bytes(f))
+            }
+            26 => {
+                let mut f = [0u8; 4];
+                f.copy_from_slice(&b[*pos..*pos + 4]);
+                *pos += 4;
+                Cb::Float(f64::from(f32::from_be_bytes(f)))
+            }
+            other => panic!("unsupported simple value {other}"),
+        },
+        other => panic!("unsupported major type {other}"),
+    }
+}
+
+/// One CBOR request; returns (status, content type, decoded body).
+fn post_cbor(addr: SocketAddr, action: &str, body: &Cb) -> (u16, String, Cb) {
+    let mut payload = Vec::new();
+    cb_encode(body, &mut payload);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-amz-cbor-1.1\r\nX-Amz-Target: Kinesis_20131202.{action}\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(&payload).expect("write body");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let ctype = head.lines().find_map(|l| l.strip_prefix("content-type: ")).unwrap_or_default().to_string();
+    let body = &raw[split + 4..];
+    let decoded = if body.is_empty() { Cb::Null } else { cb_decode(body, &mut 0) };
+    (status, ctype, decoded)
+}
+
+fn map(pairs: &[(&str, Cb)]) -> Cb {
+    Cb::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+}
+
+#[test]
+fn cbor_requests_as_the_java_sdk_sends_them() {
+    let broker = Broker::start_with(FUNCTIONAL, &[]);
+    let addr = aws(&broker);
+    let name = Cb::Text("cbor-stream".into());
+    let (status, ctype, _) =
+        post_cbor(addr, "CreateStream", &map(&[("StreamName", name.clone()), ("ShardCount", Cb::Uint(1))]));
+    assert_eq!((status, ctype.as_str()), (200, "application/x-amz-cbor-1.1"));
+    let data = vec![0u8, 1, 2, 255, 254];
+    let (status, _, put) = post_cbor(
+        addr,
+        "PutRecord",
+        &map(&[("StreamName", name.clone()), ("PartitionKey", Cb::Text("pk".into())), ("Data", Cb::Bytes(data.clone()))]),
+    );
+    assert_eq!(status, 200, "{put:?}");
+    let seq = put.get("SequenceNumber").expect("sequence number").text().to_string();
+    let (_, _, it) = post_cbor(
+        addr,
+        "GetShardIterator",
+        &map(&[
+            ("StreamName", name.clone()),
+            ("ShardId", Cb::Text("shardId-000000000000".into())),
+            ("ShardIteratorType", Cb::Text("AT_TIMESTAMP".into())),
+            ("Timestamp", Cb::Tag(1, Box::new(Cb::Float(1_000_000_000.0)))),
+        ]),
+    );
+    let iterator = it.get("ShardIterator").expect("iterator").clone();
+    let (status, _, got) = post_cbor(addr, "GetRecords", &map(&[("ShardIterator", iterator)]));
+    assert_eq!(status, 200, "{got:?}");
+    let Some(Cb::Array(records)) = got.get("Records") else { panic!("records: {got:?}") };
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].get("Data"), Some(&Cb::Bytes(data)), "blob as a CBOR byte string");
+    assert_eq!(records[0].get("SequenceNumber").map(Cb::text), Some(seq.as_str()));
+    assert!(matches!(records[0].get("ApproximateArrivalTimestamp"), Some(Cb::Tag(1, _))), "{:?}", records[0]);
+    assert!(matches!(got.get("NextShardIterator"), Some(Cb::Text(_))));
+    // Errors come back in CBOR too.
+    let (status, ctype, err) = post_cbor(addr, "DescribeStream", &map(&[("StreamName", Cb::Text("none".into()))]));
+    assert_eq!((status, ctype.as_str()), (400, "application/x-amz-cbor-1.1"));
+    assert_eq!(err.get("__type").map(Cb::text), Some("ResourceNotFoundException"));
+    // Garbage CBOR is a SerializationException, and the broker carries on.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-amz-cbor-1.1\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Length: 3\r\n\r\n\u{1f}\u{ff}\u{0}"
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert!(String::from_utf8_lossy(&raw).contains("SerializationException"));
+    let (status, _, list) = post_cbor(addr, "ListStreams", &map(&[]));
+    assert_eq!(status, 200);
+    assert!(matches!(list.get("StreamNames"), Some(Cb::Array(a)) if a.len() == 1));
+}

@@ -5,12 +5,14 @@
 //! and the WebSocket tail see the same records. Everything Kinesis-specific lives here:
 //! input validation and AWS's texts ([`error`]), opaque expiring shard iterators
 //! ([`iterator`]), per-shard throughput limits in strict mode ([`limits`]), and the actions
-//! ([`streams`]: stream, shard, tag and consumer management; [`records`]: put and get).
+//! ([`streams`]: stream, shard, tag and consumer management; [`records`]: put and get), and
+//! the CBOR encoding the Java SDK uses ([`cbor`]).
 //!
 //! Time: every handler reads [`Kinesis::now`], the wall clock plus an offset that a test can
 //! move forward (`[aws.kinesis] test_clock = true` enables the `SwitchyardAdvanceClock`
 //! action), so the 5-minute iterator expiry is testable without waiting.
 
+pub mod cbor;
 pub mod error;
 pub mod iterator;
 pub mod limits;
@@ -32,6 +34,21 @@ use switchyard::{BrokerHandle, CoreError, VHost};
 pub use error::KinesisError;
 use error::json_error;
 use limits::Limits;
+
+/// The content type of JSON 1.1 answers.
+const JSON_TYPE: &str = "application/x-amz-json-1.1";
+
+/// Parse a JSON 1.1 request body (empty means `{}`).
+fn parse_json(body: &[u8]) -> Res<Value> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(KinesisError::Serialization("Expected a JSON object".into())),
+        Err(e) => Err(KinesisError::Serialization(e.to_string())),
+    }
+}
 
 /// The `X-Amz-Target` prefix of Kinesis actions.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202";
@@ -96,28 +113,29 @@ impl Kinesis {
         now_ms().saturating_add(self.clock_offset.load(Ordering::Relaxed))
     }
 
-    /// Runs a JSON 1.1 request.
-    pub async fn handle_json(&self, action: &str, body: &[u8]) -> Response {
-        let input: Value = if body.is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_slice(body) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(_) => return json_error(&KinesisError::Serialization("Expected a JSON object".into())),
-                Err(e) => return json_error(&KinesisError::Serialization(e.to_string())),
-            }
+    /// Runs a request in JSON 1.1, or in CBOR when `content_type` says so; the answer
+    /// (and any error) is in the request's encoding.
+    pub async fn handle(&self, action: &str, body: &[u8], content_type: Option<&str>) -> Response {
+        let cbor = content_type.is_some_and(|c| c.starts_with(cbor::CONTENT_TYPE));
+        let input = if cbor { cbor::decode(body) } else { parse_json(body) };
+        let result = match input {
+            Ok(input) => self.call(action, &input).await,
+            Err(e) => Err(e),
         };
-        match self.call(action, &input).await {
-            Ok(v) => {
-                let mut resp = v.to_string().into_response();
-                resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
-                resp
-            }
+        let (status, body, ctype) = match result {
+            Ok(v) => (axum::http::StatusCode::OK, v, if cbor { cbor::CONTENT_TYPE } else { JSON_TYPE }),
             Err(e) => {
                 tracing::debug!(action, error = %e, code = e.code(), "kinesis request refused");
-                json_error(&e)
+                if !cbor {
+                    return json_error(&e);
+                }
+                (e.status(), json!({ "__type": e.code(), "message": e.to_string() }), cbor::CONTENT_TYPE)
             }
-        }
+        };
+        let bytes = if cbor { cbor::encode(&body) } else { body.to_string().into_bytes() };
+        let mut resp = (status, bytes).into_response();
+        resp.headers_mut().insert("content-type", HeaderValue::from_static(ctype));
+        resp
     }
 
     /// Runs `action` on an input in the JSON shape (blobs as base64 strings, timestamps as
