@@ -37,8 +37,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
 
-/// How long the binary may take to print its ready line.
+/// How long the binary may take to print its ready line (`SWITCHYARD_READY_TIMEOUT` seconds
+/// overrides it, for soak runs whose recovery takes longer).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn ready_timeout() -> Duration {
+    std::env::var("SWITCHYARD_READY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(READY_TIMEOUT, Duration::from_secs)
+}
 
 /// How long [`Broker::terminate`] waits for the process to exit: the binary's 10 s shutdown
 /// grace period, plus flushing, plus slack for a loaded machine.
@@ -378,7 +386,7 @@ impl Broker {
         });
 
         let mut running = Running { child, stderr_thread: Some(stderr_thread) };
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         let line = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(StdoutEvent::Line(line)) if line.starts_with(READY_PREFIX) => break line,

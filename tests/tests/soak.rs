@@ -3,9 +3,11 @@
 //!
 //! ```sh
 //! cargo build --release -p switchyard-server
-//! SWITCHYARD_BIN=target/release/switchyard SOAK_MESSAGES=10000000 \
-//!   cargo nextest run -p switchyard-tests --test soak --run-ignored only --no-capture
+//! SWITCHYARD_BIN=$PWD/target/release/switchyard SOAK_MESSAGES=10000000 SWITCHYARD_READY_TIMEOUT=600 \
+//!   cargo test -p switchyard-tests --test soak -- --ignored --nocapture
 //! ```
+//!
+//! (Not nextest: its profile kills a test after 5 minutes; 10 M messages take ~25.)
 //!
 //! It publishes `SOAK_MESSAGES` (default 1,000,000) persistent 1 KiB messages with
 //! confirms from `SOAK_PUBLISHERS` (default 8) connections into one durable queue,
@@ -107,6 +109,14 @@ async fn backlog_of_persistent_messages() {
     sampler.abort();
     let peak = peak_rss.load(Ordering::Relaxed);
 
+    eprintln!(
+        "soak: published {published} in {publish_secs:.1} s ({:.0} msg/s), peak RSS {} MiB, log on disk {} MiB, \
+         written {:.2}x of bytes published",
+        published as f64 / publish_secs,
+        peak / 1024,
+        disk / (1024 * 1024),
+        written_publish as f64 / (published * 1024) as f64,
+    );
     let first_run_logs = broker.logs();
     broker.kill();
     let t = Instant::now();
