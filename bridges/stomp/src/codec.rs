@@ -269,6 +269,8 @@ pub enum Decoded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scanned {
     body_start: usize,
+    /// Header lines seen, so parsing allocates the header list once.
+    headers: usize,
     content_length: Option<usize>,
     /// Bytes after `body_start` already searched for a NUL.
     searched: usize,
@@ -344,7 +346,7 @@ impl Decoder {
                 }
             }
         };
-        let frame = parse_frame(&buf[..s.body_start], &buf[s.body_start..body_end], version)?;
+        let frame = parse_frame(&buf[..s.body_start], &buf[s.body_start..body_end], version, s.headers)?;
         Ok(Decoded::Frame { frame, len: body_end + 1 })
     }
 }
@@ -423,15 +425,15 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, DecodeError
             content_length = Some(n);
         }
     }
-    Ok(Some(Scanned { body_start: pos, content_length, searched: 0 }))
+    Ok(Some(Scanned { body_start: pos, headers: count, content_length, searched: 0 }))
 }
 
 /// Parse an already scanned head (command line + headers + blank line).
-fn parse_frame(head: &[u8], body: &[u8], version: Version) -> Result<Frame, DecodeError> {
+fn parse_frame(head: &[u8], body: &[u8], version: Version, count: usize) -> Result<Frame, DecodeError> {
     let mut lines = head.split(|b| *b == b'\n').map(trim_cr);
     let command = lines.next().and_then(Command::parse).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let escape = if command.escapes_headers() { version } else { Version::V1_0 };
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(count);
     for (i, line) in lines.enumerate() {
         if line.is_empty() {
             break;
@@ -499,7 +501,15 @@ pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
 }
 
 fn put_escaped(out: &mut BytesMut, s: &str, version: Version, is_name: bool) {
-    for &b in s.as_bytes() {
+    let bytes = s.as_bytes();
+    // Most names and values need no escaping (ids, numbers, destinations): one copy. Bytes
+    // before the first special one are written as-is in every version.
+    let Some(first) = bytes.iter().position(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\')) else {
+        out.put_slice(bytes);
+        return;
+    };
+    out.put_slice(&bytes[..first]);
+    for &b in &bytes[first..] {
         match (version, b) {
             (Version::V1_0, b'\n' | b'\r') => out.put_u8(b' '),
             // 1.0 splits at the first colon, so a colon in a name cannot be written.
@@ -679,6 +689,11 @@ mod tests {
         out.clear();
         encode(&f, Version::V1_0, &mut out);
         assert_eq!(&out[..], b"MESSAGE\na_b:x y\\z \n\n\0");
+        // Clean values are copied whole; a special byte after a clean prefix is still escaped.
+        let f = Frame::new(Command::Message).with("ack", "T_s@@1").with("destination", "/queue/a:b");
+        out.clear();
+        encode(&f, Version::V1_2, &mut out);
+        assert_eq!(&out[..], b"MESSAGE\nack:T_s@@1\ndestination:/queue/a\\cb\n\n\0");
     }
 
     fn arb_command() -> impl Strategy<Value = Command> {
