@@ -374,6 +374,13 @@ async fn a_failed_fsync_turns_confirms_into_nacks_and_keeps_what_was_stored() {
         .expect("transient publish");
         assert_eq!(drain(&ch2, "scratch").await.len(), 1);
     }
+    // HTTP APIs answer 5xx: every SQS message is persistent.
+    let (_, r) = sqs(&broker, "CreateQueue", &serde_json::json!({"QueueName": "sqs-after-failure"}));
+    let url = r["QueueUrl"].as_str().expect("url").to_string();
+    let (status, r) = sqs(&broker, "SendMessage", &serde_json::json!({"QueueUrl": url, "MessageBody": "m"}));
+    assert_eq!(status, 500, "{r}");
+    assert!(r["__type"].as_str().is_some_and(|t| t.ends_with("InternalError")), "{r}");
+    assert_eq!(r["message"], "message store unavailable");
     assert!(broker.logs().contains("injected fsync failure"), "the failure is logged");
     std::fs::remove_file(&fault).expect("disarm");
     broker.kill();
