@@ -694,19 +694,3 @@ async fn shutdown_says_going_away() {
     let err = r.frame(&mut st).await;
     assert!(err.contains("Server shutdown"), "{err}");
 }
-
-// ------------------------------------------------------------------------- stock clients
-
-/// @stomp/stompjs and mqtt.js over WebSocket (Node, the `ws` package as the WebSocket).
-#[test]
-fn stompjs_and_mqttjs_over_websocket() {
-    let broker = Broker::start();
-    switchyard_tests::run_client_script(switchyard_tests::Client::Node, "ws_stompjs_mqttjs.js", &broker);
-}
-
-/// The demo page in headless Debian Chromium; screenshot in `target/test-artifacts/demo.png`.
-#[test]
-fn demo_page_in_headless_chromium() {
-    let broker = Broker::start();
-    switchyard_tests::run_client_script(switchyard_tests::Client::Node, "demo_chromium.js", &broker);
-}

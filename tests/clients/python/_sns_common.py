@@ -85,6 +85,26 @@ def receive(url, want=1, wait=5.0, **kwargs):
     return out
 
 
+def leftover(url):
+    """Whatever is still in the queue right now (no wait); deletes it. Publishing routes
+    synchronously, so after a Publish returns its copies are already queued."""
+    r = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+    msgs = r.get("Messages", [])
+    for m in msgs:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return msgs
+
+
+def drain(url):
+    """Everything in the queue right now (see `leftover`)."""
+    out = []
+    while True:
+        batch = leftover(url)
+        if not batch:
+            return out
+        out += batch
+
+
 def receive_none(url, wait=1):
     """Asserts the queue stays empty for `wait` seconds."""
     r = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=wait, MaxNumberOfMessages=10)

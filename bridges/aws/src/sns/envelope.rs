@@ -10,6 +10,8 @@
 //!
 //! `MessageStructure=json` publishes pick the protocol's entry (`sqs`, `http`) or `default`.
 //! A publish from AMQP/STOMP/MQTT gets a fresh MessageId and its AMQP timestamp (or now).
+//! Bindings that are not SNS subscriptions (an AMQP `queue.bind` without a subscription ARN)
+//! get the message as published.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -191,6 +193,8 @@ impl Publish<'_> {
 
 impl TopicPublish for Publish<'_> {
     fn message_for(&mut self, s: &Subscription) -> Option<Message> {
+        // A plain AMQP binding (no subscription ARN) gets the message as published.
+        s.arn()?;
         let protocol = s.arguments.get(ARG_PROTOCOL).and_then(FieldValue::as_str).unwrap_or("sqs").to_string();
         let text = self.text_for(&protocol);
         let source = self.message.properties.headers.as_ref();
