@@ -271,16 +271,7 @@ impl Queue {
         auto_ack: bool,
         lease_deadline: Option<Millis>,
     ) -> (Vec<Delivery>, Followups) {
-        self.run(|i, now, fx| {
-            let mut out = Vec::new();
-            while out.len() < max {
-                match i.state.get(auto_ack, lease_deadline, now, fx) {
-                    Some(d) => out.push(d),
-                    None => break,
-                }
-            }
-            out
-        })
+        self.run(|i, now, fx| i.state.get_batch(max, auto_ack, lease_deadline, now, fx))
     }
 
     /// A future that completes the next time the queue has ready messages after an

@@ -893,6 +893,46 @@ impl QueueState {
         }
     }
 
+    /// Pull up to `max` messages at once (SQS `ReceiveMessage`). In FIFO mode a group with a
+    /// message leased before this call is skipped, but the call may take several consecutive
+    /// messages of a group it opens itself, in order (one SQS receive may return several
+    /// messages of one group).
+    pub fn get_batch(
+        &mut self,
+        max: usize,
+        auto_ack: bool,
+        deadline: Option<Millis>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if !self.config.fifo {
+            while out.len() < max {
+                match self.get(auto_ack, deadline, now, fx) {
+                    Some(d) => out.push(d),
+                    None => break,
+                }
+            }
+            return out;
+        }
+        self.last_used = now;
+        self.expire(now, fx);
+        let blocked: std::collections::HashSet<Arc<str>> = self.leased_groups.keys().cloned().collect();
+        while out.len() < max {
+            let Some(key) = self.ready.keys().find(|k| self.group_of(k).is_none_or(|g| !blocked.contains(g))) else {
+                break;
+            };
+            let Some(entry) = self.remove_ready(key) else { continue };
+            if entry.expires_at.is_some_and(|at| at <= now) {
+                self.dead_letter(entry.message, DeathReason::Expired, fx);
+                continue;
+            }
+            let deadline = deadline.or(self.config.lease_timeout.map(|t| now + t));
+            out.push(self.deliver(entry, !auto_ack, None, deadline, now));
+        }
+        out
+    }
+
     /// Register a consumer at `now` and deliver what it may take.
     pub fn add_consumer(&mut self, spec: ConsumerSpec, now: Millis, fx: &mut Vec<Effect>) {
         self.consumers.push(ConsumerSlot { spec, unsettled: 0, unwritten: 0 });

@@ -563,8 +563,15 @@ mod sqs_additions {
         for (b, g) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
             q.publish(msg(b), PublishOptions { group: Some(g.into()), ..Default::default() }, None);
         }
+        // One receive may take consecutive messages of a group it opens, in order.
         let (ds, _) = q.get_many(10, false, Some(u64::MAX));
-        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["a1", "b1"]);
+        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["a1", "a2", "b1"]);
+        for (b, g) in [("a3", "a"), ("c1", "c")] {
+            q.publish(msg(b), PublishOptions { group: Some(g.into()), ..Default::default() }, None);
+        }
+        // Group a is leased from the earlier receive: only c flows.
+        let (ds, _) = q.get_many(10, false, Some(u64::MAX));
+        assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["c1"]);
     }
 
     #[test]
