@@ -72,8 +72,9 @@ impl Broker {
         let names = if config.vhosts.is_empty() { vec!["/".to_string()] } else { config.vhosts.clone() };
         for name in names {
             let vhost = VHost::new(&name, Arc::clone(&memory), Arc::clone(&ids), Some(persistence.clone()));
-            vhost.load_definitions().map_err(OpenError::Definitions)?;
+            // Streams first: recovered stream queues attach to their streams.
             vhost.streams().load().map_err(OpenError::Definitions)?;
+            vhost.load_definitions().map_err(OpenError::Definitions)?;
             vhosts.insert(name, vhost);
         }
         // Put recovered messages back, in log order and one segment at a time, into the

@@ -518,6 +518,7 @@ impl VHost {
                 }
             }
         });
+        crate::stream::amqp::queue_started(&self.this, q);
     }
 
     /// Delete a queue, returning how many ready messages it held. Deleting a missing queue succeeds with 0.

@@ -7,6 +7,7 @@
 //!   recovery, retention by deleting whole segments).
 //! - [`meta`]: the per-vhost metadata file (written atomically).
 //! - [`hashkey`], [`seqno`]: MD5 hash keys and Kinesis-like sequence numbers.
+//! - [`amqp`]: stream queues (`x-queue-type: stream`): feeding, `x-stream-offset` consumers.
 //! - this file: [`Stream`] (the state machine behind a lock, wired to the log) and [`Streams`]
 //!   (the streams of one vhost).
 //!
@@ -30,6 +31,7 @@
 //! ([`Stream::is_deleted`]). Reads never block and never remove anything; a reader's position
 //! is just the counter to read from next ([`ReadBatch::next`]).
 
+pub mod amqp;
 pub mod error;
 pub mod hashkey;
 pub mod log;

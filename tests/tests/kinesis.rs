@@ -336,3 +336,5 @@ fn cbor_requests_as_the_java_sdk_sends_them() {
     assert_eq!(status, 200);
     assert!(matches!(list.get("StreamNames"), Some(Cb::Array(a)) if a.len() == 1));
 }
+
+scenario!(pika_boto3_stream_queue_interop, FUNCTIONAL, "kinesis_amqp_interop.py");

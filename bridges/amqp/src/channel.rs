@@ -658,7 +658,11 @@ impl Channel {
         };
         // Deliveries reach the connection through its event channel and are encoded
         // only after this frame is handled, so consume-ok always precedes them.
-        let (queue, id) = st.vhost.consume(&queue_name, spec, st.sink.clone(), &st.ctx)?;
+        let (queue, id) = if st.vhost.streams().get(&queue_name).is_some() {
+            st.vhost.consume_stream(&queue_name, &args, spec, st.sink.clone(), &st.ctx)?
+        } else {
+            st.vhost.consume(&queue_name, spec, st.sink.clone(), &st.ctx)?
+        };
         if !c.nowait {
             st.out.method(
                 self.id,

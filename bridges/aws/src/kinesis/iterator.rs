@@ -1,6 +1,6 @@
 //! Shard iterators: opaque, tamper-evident tokens that say where a reader is and when the
 //! token was issued. A token is base64 of `[version][incarnation u64][shard u32][counter u64]
-//! [issued ms u64][stream name]` followed by a 16-byte keyed SHA-256 tag, so a forged or
+//! [issued ms u64][nonce u32][stream name]` followed by a 16-byte keyed SHA-256 tag, so a forged or
 //! truncated iterator is refused (`InvalidArgumentException`) and an old one expires after
 //! five minutes (`ExpiredIteratorException`). Time is an argument.
 
@@ -11,7 +11,11 @@ use switchyard::time::Millis;
 
 /// How long an iterator may be used.
 pub const ITERATOR_TTL_MS: u64 = 5 * 60 * 1000;
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Fixed-size part: version, incarnation, shard, counter, issued, nonce.
+const FIXED: usize = 1 + 8 + 4 + 8 + 8 + 4;
+/// Makes every iterator distinct, even two issued in the same millisecond for one position.
+static NONCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 const TAG: usize = 16;
 /// Fixed key: the tag detects tampering and garbage; iterators are not secrets.
 const KEY: &[u8] = b"switchyard kinesis shard iterator v1";
@@ -55,12 +59,13 @@ fn tag(body: &[u8]) -> [u8; TAG] {
 
 /// Encode an iterator.
 pub fn encode(it: &Iter) -> String {
-    let mut b = Vec::with_capacity(29 + it.stream.len() + TAG);
+    let mut b = Vec::with_capacity(FIXED + it.stream.len() + TAG);
     b.push(VERSION);
     b.extend_from_slice(&it.incarnation.to_be_bytes());
     b.extend_from_slice(&it.shard.to_be_bytes());
     b.extend_from_slice(&it.counter.to_be_bytes());
     b.extend_from_slice(&it.issued.to_be_bytes());
+    b.extend_from_slice(&NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes());
     b.extend_from_slice(it.stream.as_bytes());
     let t = tag(&b);
     b.extend_from_slice(&t);
@@ -76,14 +81,14 @@ fn be_u64(b: &[u8]) -> u64 {
 /// Decode and check an iterator at `now`.
 pub fn decode(text: &str, now: Millis) -> Result<Iter, IterError> {
     let b = STANDARD.decode(text.as_bytes()).map_err(|_| IterError::Invalid)?;
-    if b.len() < 29 + TAG || b[0] != VERSION {
+    if b.len() < FIXED + TAG || b[0] != VERSION {
         return Err(IterError::Invalid);
     }
     let (body, t) = b.split_at(b.len() - TAG);
     if tag(body) != t {
         return Err(IterError::Invalid);
     }
-    let stream = String::from_utf8(body[29..].to_vec()).map_err(|_| IterError::Invalid)?;
+    let stream = String::from_utf8(body[FIXED..].to_vec()).map_err(|_| IterError::Invalid)?;
     let it = Iter {
         stream,
         incarnation: be_u64(&body[1..9]),
@@ -108,6 +113,7 @@ mod tests {
     #[test]
     fn round_trips_within_five_minutes() {
         let text = encode(&sample());
+        assert_ne!(text, encode(&sample()), "two iterators for one position differ");
         assert_eq!(decode(&text, 10_000), Ok(sample()));
         assert_eq!(decode(&text, 10_000 + ITERATOR_TTL_MS), Ok(sample()));
     }

@@ -102,7 +102,7 @@ impl Kinesis {
             )));
         }
         let settings = StreamSettings { mode, ..StreamSettings::default() };
-        let stream = self.vhost.streams().create(name, shards, settings, &[], self.now()).map_err(|e| self.err(e))?;
+        let stream = self.vhost.declare_stream(name, shards, settings).map_err(|e| self.err(e))?;
         if let Some(tags) = i.obj("Tags")? {
             let tags = tag_map(&tags)?;
             stream.update(|st| st.add_tags(&tags).map(|_| ())).map_err(|e| self.err(e))?;
@@ -121,7 +121,7 @@ impl Kinesis {
                 self.account
             )));
         }
-        self.vhost.streams().delete(stream.name()).map_err(|e| self.err(e))?;
+        self.vhost.delete_stream(stream.name()).map_err(|e| self.err(e))?;
         Ok(json!({}))
     }
 
