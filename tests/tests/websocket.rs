@@ -470,8 +470,8 @@ async fn bad_input_gets_its_close_code_or_error_and_harms_no_one() {
     assert_eq!(e["message"], "no queue 'no-such-queue' in vhost '/'");
     send_json(&mut ws, json!({"type": "subscribe", "topic": "a", "exchange": "no-such-exchange"})).await;
     assert_eq!(next_json(&mut ws).await["code"], "not_found");
-    send_json(&mut ws, json!({"type": "subscribe", "stream": "clicks", "from": "oldest"})).await;
-    assert_eq!(next_json(&mut ws).await["code"], "not_implemented");
+    send_json(&mut ws, json!({"type": "subscribe", "stream": "no-such-stream", "from": "oldest"})).await;
+    assert_eq!(next_json(&mut ws).await["code"], "not_found");
     still_works(&mut ws, 1).await;
 
     // Invalid UTF-8 in a text frame: close 1007.
@@ -518,6 +518,93 @@ async fn bad_input_gets_its_close_code_or_error_and_harms_no_one() {
     assert!(code == 1000 || code == 1002, "close {code}");
 
     still_works(&mut bystander, 2).await;
+}
+
+/// One Kinesis JSON 1.1 call on the AWS listener; returns the parsed answer.
+fn kinesis(broker: &Broker, action: &str, body: Value) -> Value {
+    let addr = broker.listeners["aws"];
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: Kinesis_20131202.{action}\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{action}: {out}");
+    let json = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+fn put(broker: &Broker, stream: &str, key: &str, data: &[u8]) -> String {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(data);
+    let r = kinesis(broker, "PutRecord", json!({"StreamName": stream, "PartitionKey": key, "Data": data}));
+    r["SequenceNumber"].as_str().expect("sequence number").to_string()
+}
+
+#[tokio::test]
+async fn live_api_tails_a_stream_from_a_position() {
+    let broker = Broker::start();
+    kinesis(&broker, "CreateStream", json!({"StreamName": "clicks", "ShardCount": 2}));
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        seqs.push(put(&broker, "clicks", &format!("user-{i}"), format!("click {i}").as_bytes()));
+    }
+    let mut ws = live_login(&broker).await;
+    // From the oldest record: all six (per shard in order), then live ones as they land.
+    send_json(&mut ws, json!({"type": "subscribe", "subscription": "all", "stream": "clicks", "from": "oldest"})).await;
+    let v = next_of(&mut ws, "subscribed").await;
+    assert_eq!((v["kind"].as_str(), v["shards"].as_array().map(Vec::len)), (Some("stream"), Some(2)));
+    let mut bodies = Vec::new();
+    for _ in 0..6 {
+        let m = next_of(&mut ws, "message").await;
+        assert_eq!((m["stream"].as_str(), m["subscription"].as_str()), (Some("clicks"), Some("all")));
+        assert!(m["partition_key"].as_str().is_some_and(|k| k.starts_with("user-")) && m["sequence"].is_string());
+        bodies.push(m["body"].as_str().expect("text body").to_string());
+    }
+    bodies.sort();
+    assert_eq!(bodies, (0..6).map(|i| format!("click {i}")).collect::<Vec<_>>());
+    // From latest: only what arrives after subscribing (binary data as base64).
+    send_json(&mut ws, json!({"type": "subscribe", "subscription": "new", "stream": "clicks", "from": "latest"})).await;
+    next_of(&mut ws, "subscribed").await;
+    put(&broker, "clicks", "user-x", &[0, 255]);
+    let mut subs = Vec::new();
+    for _ in 0..2 {
+        let m = next_of(&mut ws, "message").await;
+        assert_eq!((m["body"].as_str(), m["encoding"].as_str()), (Some("AP8="), Some("base64")));
+        subs.push(m["subscription"].as_str().expect("sub").to_string());
+    }
+    subs.sort();
+    assert_eq!(subs, ["all", "new"], "both tails see the new record");
+    send_json(&mut ws, json!({"type": "unsubscribe", "subscription": "all"})).await;
+    next_of(&mut ws, "unsubscribed").await;
+    send_json(&mut ws, json!({"type": "unsubscribe", "subscription": "new"})).await;
+    next_of(&mut ws, "unsubscribed").await;
+    // From a sequence number: that record and the later ones of its shard.
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "subscription": "seq", "stream": "clicks", "from": {"sequence": seqs[0]}}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    let m = next_of(&mut ws, "message").await;
+    assert_eq!((m["sequence"].as_str(), m["body"].as_str()), (Some(seqs[0].as_str()), Some("click 0")));
+    // From a timestamp in the future: nothing until a new record.
+    let future =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64 + 500;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "subscription": "ts", "stream": "clicks", "from": {"timestamp": future}}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    send_json(&mut ws, json!({"type": "subscribe", "stream": "clicks", "from": "yesterday"})).await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "bad_request");
 }
 
 #[test]
@@ -693,4 +780,140 @@ async fn shutdown_says_going_away() {
     let mut r = StompReader { buf: Vec::new() };
     let err = r.frame(&mut st).await;
     assert!(err.contains("Server shutdown"), "{err}");
+}
+
+// ------------------------------------------------------------------------- stock clients
+
+/// @stomp/stompjs and mqtt.js over WebSocket (Node, the `ws` package as the WebSocket).
+#[test]
+fn stompjs_and_mqttjs_over_websocket() {
+    let broker = Broker::start();
+    switchyard_tests::run_client_script(switchyard_tests::Client::Node, "ws_stompjs_mqttjs.js", &broker);
+}
+
+/// The demo page in headless Debian Chromium; screenshot in `target/test-artifacts/demo.png`.
+#[test]
+fn demo_page_in_headless_chromium() {
+    let broker = Broker::start();
+    switchyard_tests::run_client_script(switchyard_tests::Client::Node, "demo_chromium.js", &broker);
+}
+
+// ----------------------------------------------------------------------------- measurements
+
+/// Opens a logged-in live connection (Basic credentials on the upgrade) subscribed to `topic`.
+async fn live_subscriber(broker: &Broker, topic: &str) -> Ws {
+    let (mut ws, _) =
+        open(&live_url(broker), &[], &[("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")]).await.expect("live upgrade");
+    next_of(&mut ws, "authenticated").await;
+    send_json(&mut ws, json!({"type": "subscribe", "topic": topic})).await;
+    next_of(&mut ws, "subscribed").await;
+    ws
+}
+
+/// Messages/s of 1 KiB delivered to `n` live consumers of one topic while an AMQP publisher
+/// publishes flat out for `secs`; returns (delivered/s over all consumers, dropped total).
+async fn fanout_rate(broker: &Broker, n: usize, secs: u64) -> (f64, u64) {
+    let mut tasks = Vec::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..n {
+        let mut ws = live_subscriber(broker, "bench.#").await;
+        let stop = std::sync::Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let (mut got, mut dropped) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        got += 1;
+                        // Cheap scan for the drop counter instead of parsing every message.
+                        if let Some(i) = t.as_str().find("\"dropped\":") {
+                            let rest = &t.as_str()[i + 10..];
+                            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                            dropped = dropped.max(digits.parse().unwrap_or(0));
+                        }
+                    }
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    _ => break,
+                }
+            }
+            (got, dropped)
+        }));
+    }
+    let (_conn, ch) = amqp(broker).await;
+    let body = vec![b'x'; 1024];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        for _ in 0..100 {
+            amqp_publish(&ch, "amq.topic", "bench.x", &body, BasicProperties::default()).await;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Let the consumers drain what is already on its way, then stop counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut got, mut dropped) = (0, 0);
+    for t in tasks {
+        let (g, d) = t.await.expect("consumer");
+        got += g;
+        dropped += d;
+    }
+    (got as f64 / elapsed, dropped)
+}
+
+/// Figures for the closing note: delivered msg/s (1 KiB) to 1 and to 100 live consumers of a
+/// topic, three runs each. Run against a release build:
+/// `cargo build --release -p switchyard-server && SWITCHYARD_BIN=target/release/switchyard
+///  cargo nextest run --cargo-profile release -p switchyard-tests --test websocket
+///  --run-ignored only -E 'test(measure_)' --no-capture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: prints figures, takes a minute"]
+async fn measure_topic_fanout_to_live_consumers() {
+    for n in [1usize, 100] {
+        let mut rates = Vec::new();
+        for run in 0..3 {
+            let broker = Broker::start();
+            let (rate, dropped) = fanout_rate(&broker, n, 5).await;
+            eprintln!("fan-out to {n} live consumer(s), run {run}: {rate:.0} msg/s delivered, {dropped} dropped");
+            rates.push(rate);
+        }
+        rates.sort_by(f64::total_cmp);
+        eprintln!(
+            "FIGURE fan-out to {n} live consumer(s), 1 KiB: median {:.0} msg/s delivered (runs {rates:.0?})",
+            rates[1]
+        );
+    }
+}
+
+/// Figures for the closing note: broker RSS with 10,000 idle, authenticated live WebSocket
+/// connections (three runs). Same command as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: prints figures, opens 10,000 connections"]
+async fn measure_rss_with_10000_idle_connections() {
+    const N: usize = 10_000;
+    let mut per_conn = Vec::new();
+    for run in 0..3 {
+        let broker = Broker::start_with("[ws]\nidle_timeout = 600\nping_interval = 300\n", &[]);
+        let pid = broker.pid().expect("running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss_kib(pid);
+        let mut conns = Vec::with_capacity(N);
+        for i in 0..N {
+            let (mut ws, _) = open(&live_url(&broker), &[], &[("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")])
+                .await
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            next_of(&mut ws, "authenticated").await;
+            conns.push(ws);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss_kib(pid);
+        let each = (after - before) as f64 / N as f64;
+        eprintln!("run {run}: RSS {before} KiB idle, {after} KiB with {N} WebSocket connections ({each:.1} KiB each)");
+        per_conn.push((after, each));
+        drop(conns);
+    }
+    per_conn.sort_by_key(|a| a.0);
+    eprintln!(
+        "FIGURE RSS with {N} idle live WebSocket connections: median {} KiB ({:.1} KiB per connection)",
+        per_conn[1].0, per_conn[1].1
+    );
 }

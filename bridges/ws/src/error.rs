@@ -27,9 +27,6 @@ pub enum LiveError {
     /// An ack/nack tag that is not awaiting settlement.
     #[error("unknown delivery tag {0}")]
     UnknownTag(u64),
-    /// Streams are not part of the core yet.
-    #[error("streams are not available yet in this version of the broker")]
-    StreamsUnavailable,
     /// The core refused.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -45,7 +42,6 @@ impl LiveError {
             LiveError::DuplicateSubscription(_) => "duplicate_subscription",
             LiveError::UnknownSubscription(_) => "unknown_subscription",
             LiveError::UnknownTag(_) => "unknown_tag",
-            LiveError::StreamsUnavailable => "not_implemented",
             LiveError::Core(e) => json::error_code(e.kind),
         }
     }

@@ -221,6 +221,29 @@ pub fn message_event(msg: &Message, info: &DeliveryInfo<'_>) -> String {
     Value::Object(obj).to_string()
 }
 
+/// A `message` event for a stream record.
+pub fn record_event(subscription: &str, stream: &str, r: &switchyard::stream::StreamRecord) -> String {
+    let mut obj = Map::new();
+    obj.insert("type".into(), "message".into());
+    obj.insert("subscription".into(), subscription.into());
+    obj.insert("stream".into(), stream.into());
+    obj.insert("partition_key".into(), r.partition_key.as_str().into());
+    obj.insert("sequence".into(), r.sequence.to_string().into());
+    obj.insert("shard".into(), r.sequence.shard.into());
+    obj.insert("arrival".into(), r.arrival.into());
+    obj.insert("headers".into(), Value::Object(Map::new()));
+    match std::str::from_utf8(&r.data) {
+        Ok(text) => {
+            obj.insert("body".into(), text.into());
+        }
+        Err(_) => {
+            obj.insert("body".into(), B64.encode(&r.data).into());
+            obj.insert("encoding".into(), "base64".into());
+        }
+    }
+    Value::Object(obj).to_string()
+}
+
 fn properties_to_json(p: &Properties) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Option<&String>| {

@@ -33,8 +33,10 @@ use switchyard::auth::User;
 use switchyard::exchange::Destination;
 use switchyard::queue::state::{ConsumerId, LeaseId};
 use switchyard::queue::{ConsumerEvent, Queue};
+use switchyard::stream::{SequenceNumber, StartPosition, Stream, StreamRecord};
+use switchyard::time::now_ms;
 use switchyard::vhost::{ConsumeSpec, Outcome, QueueSpec};
-use switchyard::{BrokerHandle, ClientContext, FieldTable, Message, VHost};
+use switchyard::{BrokerHandle, ClientContext, CoreError, FieldTable, Message, VHost};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -75,11 +77,20 @@ struct Pending {
     written: Option<(Arc<VHost>, Arc<Queue>, ConsumerId)>,
 }
 
+/// A stream record waiting in the outbox.
+#[derive(Debug)]
+struct PendingRecord {
+    sub: Arc<SubShared>,
+    stream: Arc<str>,
+    record: StreamRecord,
+}
+
 #[derive(Debug)]
 enum Out {
     Text(String),
     Ping,
     Delivery(Box<Pending>),
+    Record(Box<PendingRecord>),
 }
 
 impl Out {
@@ -88,6 +99,7 @@ impl Out {
             Out::Text(s) => s.len() + ITEM_OVERHEAD,
             Out::Ping => ITEM_OVERHEAD,
             Out::Delivery(p) => p.message.body.len() + ITEM_OVERHEAD,
+            Out::Record(r) => r.record.data.len() + ITEM_OVERHEAD,
         }
     }
 }
@@ -224,6 +236,9 @@ async fn writer(mut sink: SplitSink<WebSocket, WsMessage>, outbox: Arc<Outbox>) 
                 }
                 r
             }
+            Out::Record(r) => {
+                sink.feed(WsMessage::Text(json::record_event(&r.sub.id, &r.stream, &r.record).into())).await
+            }
         };
         if sent.is_err() || (!more && sink.flush().await.is_err()) {
             return;
@@ -244,14 +259,16 @@ enum SubKind {
     Topic,
     /// An existing queue.
     Queue { auto_ack: bool },
+    /// A stream tail, run by its own task until this token is cancelled.
+    Stream(CancellationToken),
 }
 
 #[derive(Debug)]
 struct Subscription {
     shared: Arc<SubShared>,
     kind: SubKind,
-    queue: Arc<Queue>,
-    consumer: ConsumerId,
+    /// The queue consumer (topic and queue subscriptions).
+    consumer: Option<(Arc<Queue>, ConsumerId)>,
 }
 
 #[derive(Debug)]
@@ -512,8 +529,23 @@ impl Conn {
                 "subscribe needs exactly one of \"topic\", \"queue\", \"stream\"".into(),
             ));
         }
-        if s.stream.is_some() {
-            return Err(LiveError::StreamsUnavailable);
+        if let Some(name) = s.stream {
+            let stream = vhost.streams().get(&name).ok_or_else(|| {
+                LiveError::Core(CoreError::not_found(format!("no stream '{name}' in vhost '{}'", vhost.name())))
+            })?;
+            let from = parse_position(s.from.as_ref())?;
+            let shards = start_shards(&stream, &from)?;
+            let cancel = CancellationToken::new();
+            let shared = Arc::new(SubShared { id: id.clone(), dropped: AtomicU64::new(0) });
+            let mut reply = json!({"kind": "stream", "stream": name, "from": s.from.clone().unwrap_or(json!("latest")),
+                                   "shards": shards.iter().map(|(i, _)| *i).collect::<Vec<u32>>()});
+            if let Some(obj) = reply.as_object_mut() {
+                obj.insert("subscription".into(), Value::String(id.clone()));
+            }
+            self.outbox.push(Out::Text(json::reply("subscribed", s.req.as_ref(), reply)));
+            tokio::spawn(tail_stream(stream, shards, Arc::clone(&self.outbox), Arc::clone(&shared), cancel.clone()));
+            self.subs.insert(id, Subscription { shared, kind: SubKind::Stream(cancel), consumer: None });
+            return Ok(());
         }
         let (kind, queue_name, consume, detail) = if let Some(topic) = s.topic {
             let exchange = s.exchange.unwrap_or_else(|| self.shared.cfg.default_exchange.clone());
@@ -562,28 +594,34 @@ impl Conn {
         self.outbox.push(Out::Text(json::reply("subscribed", s.req.as_ref(), reply)));
         self.by_consumer.insert(consumer, id.clone());
         let shared = Arc::new(SubShared { id: id.clone(), dropped: AtomicU64::new(0) });
-        self.subs.insert(id, Subscription { shared, kind, queue, consumer });
+        self.subs.insert(id, Subscription { shared, kind, consumer: Some((queue, consumer)) });
         Ok(())
     }
 
     fn unsubscribe(&mut self, id: &str) -> Result<(), LiveError> {
         let sub = self.subs.remove(id).ok_or_else(|| LiveError::UnknownSubscription(id.to_string()))?;
-        self.by_consumer.remove(&sub.consumer);
+        if let Some((_, consumer)) = &sub.consumer {
+            self.by_consumer.remove(consumer);
+        }
         self.end_subscription(&sub);
         Ok(())
     }
 
-    /// Cancels the consumer, returns its unsettled deliveries, deletes a topic queue.
+    /// Stops a stream tail; cancels a consumer, returns its unsettled deliveries, deletes a
+    /// topic queue.
     fn end_subscription(&mut self, sub: &Subscription) {
-        let Some(open) = &self.open else { return };
-        open.vhost.cancel(&sub.queue, sub.consumer);
-        let tags: Vec<u64> = self.unacked.iter().filter(|(_, u)| u.consumer == sub.consumer).map(|(t, _)| *t).collect();
+        if let SubKind::Stream(cancel) = &sub.kind {
+            cancel.cancel();
+        }
+        let (Some(open), Some((queue, consumer))) = (&self.open, &sub.consumer) else { return };
+        open.vhost.cancel(queue, *consumer);
+        let tags: Vec<u64> = self.unacked.iter().filter(|(_, u)| u.consumer == *consumer).map(|(t, _)| *t).collect();
         let leases: Vec<LeaseId> = tags.iter().filter_map(|t| self.unacked.remove(t)).map(|u| u.lease).collect();
         if !leases.is_empty() {
-            open.vhost.requeue_all(&sub.queue, &leases);
+            open.vhost.requeue_all(queue, &leases);
         }
         if matches!(sub.kind, SubKind::Topic) {
-            let _ = open.vhost.delete_queue(sub.queue.name(), false, false, &open.ctx);
+            let _ = open.vhost.delete_queue(queue.name(), false, false, &open.ctx);
         }
     }
 
@@ -645,6 +683,7 @@ impl Conn {
                             self.outbox.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound buffer full");
                         }
                     }
+                    SubKind::Stream(_) => {}
                     SubKind::Queue { auto_ack } => {
                         let tag = match (auto_ack, delivery.lease) {
                             (false, Some(lease)) => {
@@ -685,5 +724,142 @@ impl Conn {
             self.end_subscription(sub);
         }
         self.shared.broker.connection_closed(self.id);
+    }
+}
+
+/// Records read per batch of a stream tail, and about how many bytes.
+const TAIL_BATCH: usize = 256;
+const TAIL_BATCH_BYTES: u64 = 1 << 20;
+/// How often a stream tail whose outbox is full looks again.
+const TAIL_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A stream position from `subscribe`'s `from`.
+fn parse_position(from: Option<&Value>) -> Result<StartPosition, LiveError> {
+    let bad = || {
+        LiveError::BadRequest(
+            "from must be \"oldest\", \"latest\", {\"sequence\": \"<n>\"} or {\"timestamp\": <ms>}".into(),
+        )
+    };
+    match from {
+        None => Ok(StartPosition::Latest),
+        Some(Value::String(s)) if s == "latest" => Ok(StartPosition::Latest),
+        Some(Value::String(s)) if s == "oldest" => Ok(StartPosition::TrimHorizon),
+        Some(Value::Object(o)) if o.len() == 1 => {
+            if let Some(seq) = o.get("sequence") {
+                let text = match seq {
+                    Value::String(t) => t.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return Err(bad()),
+                };
+                SequenceNumber::parse(&text).map(StartPosition::At).ok_or_else(bad)
+            } else if let Some(ts) = o.get("timestamp") {
+                ts.as_u64().map(StartPosition::AtTimestamp).ok_or_else(bad)
+            } else {
+                Err(bad())
+            }
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The shards a tail starts on and the counter it reads each from. `latest`: the open
+/// shards; otherwise the oldest shards (those whose parents are gone), whose children are
+/// followed as they end. With a sequence number, its shard starts there and the other
+/// shards at their latest record.
+fn start_shards(stream: &Stream, from: &StartPosition) -> Result<Vec<(u32, u64)>, LiveError> {
+    let shards = stream.with_state(|st| st.shards());
+    let known: std::collections::HashSet<u32> = shards.iter().map(|s| s.index).collect();
+    let mut out = Vec::new();
+    for shard in &shards {
+        let start = match from {
+            StartPosition::Latest if !shard.is_open() => continue,
+            StartPosition::Latest => StartPosition::Latest,
+            _ if shard.parent.is_some_and(|p| known.contains(&p))
+                || shard.adjacent_parent.is_some_and(|p| known.contains(&p)) =>
+            {
+                continue;
+            }
+            StartPosition::At(seq) | StartPosition::After(seq) if seq.shard != shard.index => {
+                if !shard.is_open() {
+                    continue;
+                }
+                StartPosition::Latest
+            }
+            other => *other,
+        };
+        let counter = stream.start(shard.index, start).map_err(|e| LiveError::BadRequest(e.to_string()))?;
+        out.push((shard.index, counter));
+    }
+    Ok(out)
+}
+
+/// Reads `shards` of `stream` from their counters into the outbox, following children of
+/// shards that end, and waits for new records at the tip. Never drops: it reads only while
+/// the outbox has room.
+async fn tail_stream(
+    stream: Arc<Stream>,
+    shards: Vec<(u32, u64)>,
+    outbox: Arc<Outbox>,
+    sub: Arc<SubShared>,
+    cancel: CancellationToken,
+) {
+    let name: Arc<str> = Arc::from(stream.name());
+    let mut wake = stream.subscribe();
+    let mut readers: BTreeMap<u32, u64> = shards.into_iter().collect();
+    let mut done: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    while !cancel.is_cancelled() && !readers.is_empty() {
+        if outbox.is_full() {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(TAIL_BACKOFF) => continue,
+            }
+        }
+        wake.borrow_and_update();
+        let mut got = 0usize;
+        let mut ended = Vec::new();
+        for (shard, next) in readers.iter_mut() {
+            let batch = match stream.read(*shard, *next, TAIL_BATCH, TAIL_BATCH_BYTES, now_ms()) {
+                Ok(b) => b,
+                Err(e) => {
+                    let ev = json::error_event("not_found", &format!("stream tail ended: {e}"), None);
+                    outbox.push(Out::Text(ev));
+                    return;
+                }
+            };
+            *next = batch.next;
+            got += batch.records.len();
+            for record in batch.records {
+                outbox.push(Out::Record(Box::new(PendingRecord {
+                    sub: Arc::clone(&sub),
+                    stream: Arc::clone(&name),
+                    record,
+                })));
+            }
+            if batch.end_of_shard {
+                ended.push((*shard, batch.children));
+            }
+        }
+        for (shard, children) in ended {
+            readers.remove(&shard);
+            done.insert(shard);
+            for child in children {
+                if done.contains(&child.index) || readers.contains_key(&child.index) {
+                    continue;
+                }
+                let parents_done = [child.parent, child.adjacent_parent]
+                    .iter()
+                    .flatten()
+                    .all(|p| done.contains(p) || !readers.contains_key(p));
+                if parents_done {
+                    readers.insert(child.index, child.starting_counter);
+                }
+            }
+        }
+        if got == 0 {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                changed = wake.changed() => if changed.is_err() || stream.is_deleted() { break },
+            }
+        }
     }
 }

@@ -129,6 +129,7 @@ impl WsServer {
                 .route("/ws/mqtt", get(mqtt_only))
                 .route("/ws/live", get(live))
                 .route("/demo", get(demo))
+                .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
                 .route("/", get(index))
         })
         .await
