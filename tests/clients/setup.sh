@@ -5,6 +5,7 @@
 #             with tests/clients/python/requirements.txt installed.
 #   * Node:   `npm ci` in tests/clients/node (node_modules/ next to package.json).
 #   * mosquitto-clients (Debian) for the MQTT tests, when root and missing.
+#   * chromium (Debian) for the WebSocket demo-page browser test, when root and missing.
 #
 # Each half writes a stamp holding the hash of its lock input; when the stamp
 # matches, that half is skipped, so a second run takes well under a second.
@@ -80,6 +81,21 @@ setup_mosquitto() {
   fi
 }
 
+# Debian's chromium for the headless-browser test of the WebSocket demo page
+# (tests/clients/node/demo_chromium.js drives it with playwright-core): installed when
+# missing and running as root; otherwise that test fails and says how to install it.
+setup_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing chromium via apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } ||
+      log "could not install chromium; the browser test will fail"
+  else
+    log "/usr/bin/chromium not found and not root: install Debian's chromium for the browser test"
+  fi
+}
+
 # Serialise concurrent invocations (e.g. parallel test jobs) on one lock.
 mkdir -p "$env_dir"
 exec 9>"$env_dir/.setup.lock"
@@ -88,5 +104,6 @@ if command -v flock >/dev/null; then flock 9; fi
 [[ "${SWITCHYARD_CLIENT_SKIP_PY:-0}" == 1 ]] || setup_python
 [[ "${SWITCHYARD_CLIENT_SKIP_NODE:-0}" == 1 ]] || setup_node
 [[ "${SWITCHYARD_CLIENT_SKIP_MOSQUITTO:-0}" == 1 ]] || setup_mosquitto
+[[ "${SWITCHYARD_CLIENT_SKIP_CHROMIUM:-0}" == 1 ]] || setup_chromium
 # Print the interpreter to use, for callers that want it.
 echo "$venv/bin/python3"

@@ -345,6 +345,7 @@ pub(crate) async fn serve_live(
     let mut last_seen = Instant::now();
     let mut blocked = shared.broker.memory().subscribe();
     let mut writer_done = false;
+    let mut blocked_live = true;
 
     while !outbox.closing() {
         let paused = outbox.is_full() || (conn.published && *blocked.borrow());
@@ -378,11 +379,9 @@ pub(crate) async fn serve_live(
                     open.vhost.written_batch(written);
                 }
             }
-            changed = blocked.changed() => {
-                if changed.is_err() {
-                    // The broker is going away; shutdown follows.
-                    blocked = tokio::sync::watch::channel(false).1;
-                }
+            changed = blocked.changed(), if blocked_live => {
+                // The broker is going away when the watch closes; shutdown follows.
+                blocked_live = changed.is_ok();
             }
             msg = stream.next(), if !paused => match msg {
                 None => break,
