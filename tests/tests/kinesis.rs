@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use switchyard_tests::{Broker, Client, client_command, run_client_script, run_client_script_with};
@@ -338,3 +339,152 @@ fn cbor_requests_as_the_java_sdk_sends_them() {
 }
 
 scenario!(pika_boto3_stream_queue_interop, FUNCTIONAL, "kinesis_amqp_interop.py");
+
+/// CRC32 (IEEE), for checking event-stream frames independently of the server's code.
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// Split event-stream messages off the front of `buf`: (`:event-type`, JSON payload) each,
+/// checking both CRCs.
+fn events(buf: &mut Vec<u8>) -> Vec<(String, serde_json::Value)> {
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let mut out = Vec::new();
+    while buf.len() >= 12 && buf.len() >= be(&buf[0..4]) {
+        let total = be(&buf[0..4]);
+        let hlen = be(&buf[4..8]);
+        assert_eq!(crc32(&buf[..8]) as usize, be(&buf[8..12]), "prelude CRC");
+        assert_eq!(crc32(&buf[..total - 4]) as usize, be(&buf[total - 4..total]), "message CRC");
+        let mut p = 12;
+        let mut event_type = String::new();
+        while p < 12 + hlen {
+            let n = buf[p] as usize;
+            let name = String::from_utf8_lossy(&buf[p + 1..p + 1 + n]).into_owned();
+            assert_eq!(buf[p + 1 + n], 7, "string header");
+            let vl = u16::from_be_bytes([buf[p + 2 + n], buf[p + 3 + n]]) as usize;
+            let value = String::from_utf8_lossy(&buf[p + 4 + n..p + 4 + n + vl]).into_owned();
+            if name == ":event-type" {
+                event_type = value;
+            }
+            p += 4 + n + vl;
+        }
+        let payload: serde_json::Value = serde_json::from_slice(&buf[12 + hlen..total - 4]).expect("JSON payload");
+        out.push((event_type, payload));
+        buf.drain(..total);
+    }
+    out
+}
+
+/// De-chunk what arrived so far of an HTTP/1.1 chunked body into `body`; returns false at the
+/// last chunk.
+fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else { return true };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).expect("chunk size");
+        if size == 0 {
+            return false;
+        }
+        if raw.len() < eol + 2 + size + 2 {
+            return true;
+        }
+        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw.drain(..eol + 2 + size + 2);
+    }
+}
+
+#[test]
+fn subscribe_to_shard_pushes_records_as_an_event_stream() {
+    let broker = Broker::start_with(FUNCTIONAL, &[]);
+    let addr = aws(&broker);
+    assert_eq!(post(addr, "CreateStream", br#"{"StreamName":"efo","ShardCount":1}"#).0, 200);
+    for i in 0..3 {
+        let body = format!(r#"{{"StreamName":"efo","PartitionKey":"k","Data":"{}"}}"#, ["YQ==", "Yg==", "Yw=="][i]);
+        assert_eq!(post(addr, "PutRecord", body.as_bytes()).0, 200);
+    }
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/efo";
+    let (status, text) = post(addr, "RegisterStreamConsumer", format!(r#"{{"StreamARN":"{arn}","ConsumerName":"c"}}"#).as_bytes());
+    assert_eq!(status, 200, "{text}");
+    let consumer: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let consumer_arn = consumer["Consumer"]["ConsumerARN"].as_str().expect("arn").to_string();
+    let req = format!(
+        r#"{{"ConsumerARN":"{consumer_arn}","ShardId":"shardId-000000000000","StartingPosition":{{"Type":"TRIM_HORIZON"}}}}"#
+    );
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.SubscribeToShard\r\nContent-Length: {}\r\n\r\n{req}",
+        req.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let mut body = Vec::new();
+    let mut got: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut header_done = false;
+    let mut put_more = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed early; events so far: {got:?}");
+        raw.extend_from_slice(&buf[..n]);
+        if !header_done {
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(head.contains("application/vnd.amazon.eventstream"), "{head}");
+            raw.drain(..end + 4);
+            header_done = true;
+        }
+        dechunk(&mut raw, &mut body);
+        got.extend(events(&mut body));
+        let records: usize = got.iter().map(|(_, p)| p["Records"].as_array().map_or(0, Vec::len)).sum();
+        if records >= 3 && !put_more {
+            put_more = true;
+            assert_eq!(post(addr, "PutRecord", br#"{"StreamName":"efo","PartitionKey":"k","Data":"ZA=="}"#).0, 200);
+        }
+        if records >= 4 {
+            break;
+        }
+    }
+    assert_eq!(got[0].0, "initial-response");
+    let data: Vec<&str> = got
+        .iter()
+        .filter(|(t, _)| t == "SubscribeToShardEvent")
+        .flat_map(|(_, p)| p["Records"].as_array().cloned().unwrap_or_default())
+        .map(|r| match r["Data"].as_str() {
+            Some("YQ==") => "a",
+            Some("Yg==") => "b",
+            Some("Yw==") => "c",
+            Some("ZA==") => "d",
+            _ => "?",
+        })
+        .collect();
+    assert_eq!(data, ["a", "b", "c", "d"], "records pushed in order, the last one live");
+    let last = got.last().expect("event");
+    assert!(last.1["ContinuationSequenceNumber"].is_string());
+    assert_eq!(last.1["MillisBehindLatest"], 0);
+
+    // HTTP/2 with prior knowledge (h2c), as the Java SDK connects on plain HTTP: curl, if present.
+    if Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let out = Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", "--max-time", "2", "-o", "-", "-w", "%{http_version}"])
+            .args(["-H", "Content-Type: application/x-amz-json-1.1", "-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard"])
+            .args(["--data", &req, &format!("http://{addr}/")])
+            .output()
+            .expect("curl");
+        let mut bytes = out.stdout;
+        let version = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(1)..]).into_owned();
+        bytes.truncate(bytes.len().saturating_sub(1));
+        assert_eq!(version, "2", "served over HTTP/2");
+        let evs = events(&mut bytes);
+        assert_eq!(evs.first().map(|e| e.0.as_str()), Some("initial-response"));
+        assert!(evs.iter().any(|(_, p)| p["Records"].as_array().is_some_and(|r| r.len() == 4)), "{evs:?}");
+    }
+}

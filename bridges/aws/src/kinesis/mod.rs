@@ -6,7 +6,8 @@
 //! input validation and AWS's texts ([`error`]), opaque expiring shard iterators
 //! ([`iterator`]), per-shard throughput limits in strict mode ([`limits`]), and the actions
 //! ([`streams`]: stream, shard, tag and consumer management; [`records`]: put and get), and
-//! the CBOR encoding the Java SDK uses ([`cbor`]).
+//! the CBOR encoding the Java SDK uses ([`cbor`]), and SubscribeToShard's event stream
+//! ([`subscribe`], [`eventstream`]).
 //!
 //! Time: every handler reads [`Kinesis::now`], the wall clock plus an offset that a test can
 //! move forward (`[aws.kinesis] test_clock = true` enables the `SwitchyardAdvanceClock`
@@ -14,10 +15,12 @@
 
 pub mod cbor;
 pub mod error;
+pub mod eventstream;
 pub mod iterator;
 pub mod limits;
 pub mod records;
 pub mod streams;
+pub mod subscribe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +121,18 @@ impl Kinesis {
     pub async fn handle(&self, action: &str, body: &[u8], content_type: Option<&str>) -> Response {
         let cbor = content_type.is_some_and(|c| c.starts_with(cbor::CONTENT_TYPE));
         let input = if cbor { cbor::decode(body) } else { parse_json(body) };
+        if action == "SubscribeToShard" {
+            match input.and_then(|i| self.subscribe_to_shard(&Input(&i), cbor)) {
+                Ok(resp) => return resp,
+                Err(e) if cbor => {
+                    let body = cbor::encode(&json!({ "__type": e.code(), "message": e.to_string() }));
+                    let mut resp = (e.status(), body).into_response();
+                    resp.headers_mut().insert("content-type", HeaderValue::from_static(cbor::CONTENT_TYPE));
+                    return resp;
+                }
+                Err(e) => return json_error(&e),
+            }
+        }
         let result = match input {
             Ok(input) => self.call(action, &input).await,
             Err(e) => Err(e),
@@ -176,7 +191,6 @@ impl Kinesis {
             | "StartStreamEncryption"
             | "StopStreamEncryption"
             | "DescribeLimits"
-            | "SubscribeToShard"
             | "UpdateMaxRecordSize"
             | "GetResourcePolicy"
             | "PutResourcePolicy"
