@@ -29,6 +29,8 @@ pub mod subscription;
 pub mod view;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
 
 pub use condition::Condition;
