@@ -41,7 +41,7 @@ fn policies() -> Vec<serde_json::Value> {
 fn headers(n: u64) -> FieldTable {
     let mut h = FieldTable::new();
     h.insert("region".into(), FieldValue::text(format!("r{}", n % 7)));
-    h.insert("kind".into(), FieldValue::text(if n % 3 == 0 { "order" } else { "refund" }));
+    h.insert("kind".into(), FieldValue::text(if n.is_multiple_of(3) { "order" } else { "refund" }));
     h.insert("price".into(), FieldValue::text((n % 200).to_string()));
     h.insert("x-sqs-type.price".into(), FieldValue::text("Number"));
     h.insert("ip".into(), FieldValue::text(format!("10.{}.3.4", n % 8)));
