@@ -1,9 +1,10 @@
 //! Amazon SQS backend: AWS JSON 1.0 over plain HTTP/1.1 keep-alive connections, on a
 //! minimal client of our own (no TLS, no SDK) so the load generator costs little CPU.
 //!
-//! Producers batch: every 10 payloads go out as one `SendMessageBatch` (a partial batch on
-//! `flush`); a 200 means the broker has the batch on disk, so each message counts as
-//! confirmed. Consumers long-poll `ReceiveMessage` (10 at a time, 1 s wait) and delete what
+//! Producers batch: every N payloads go out as one `SendMessageBatch` (a partial batch on
+//! `flush`), N = `--confirm` clamped to 1–10 (a batch is N unconfirmed messages; 0 means 10);
+//! a 200 means the broker has the batch on disk, so each message counts as confirmed. Use
+//! `--confirm 1` for latency runs (one message per request, no batching delay). Consumers long-poll `ReceiveMessage` (10 at a time, 1 s wait) and delete what
 //! they got with one `DeleteMessageBatch` before handing the messages out. SQS bodies must be
 //! text, so the 8-byte send stamp travels as 16 hex digits at the start of the body, padded
 //! with `x` to `--size`. Only the shared layout exists (SQS has no fan-out of its own).
@@ -172,8 +173,15 @@ impl Backend for SqsBackend {
         Ok(())
     }
 
-    async fn producer(&self, topology: &Topology, _settings: PublishSettings) -> anyhow::Result<SqsProducer> {
-        Ok(SqsProducer { http: self.connect().await?, url: self.queue_url(topology), batch: Vec::new(), next_id: 0 })
+    async fn producer(&self, topology: &Topology, settings: PublishSettings) -> anyhow::Result<SqsProducer> {
+        let size = if settings.confirm_window == 0 { BATCH } else { settings.confirm_window.min(BATCH) };
+        Ok(SqsProducer {
+            http: self.connect().await?,
+            url: self.queue_url(topology),
+            batch: Vec::new(),
+            size,
+            next_id: 0,
+        })
     }
 
     async fn consumer(&self, topology: &Topology, _index: usize, _s: ConsumeSettings) -> anyhow::Result<SqsConsumer> {
@@ -201,6 +209,8 @@ pub struct SqsProducer {
     http: Http,
     url: String,
     batch: Vec<String>,
+    /// Messages per request.
+    size: usize,
     next_id: u64,
 }
 
@@ -233,7 +243,7 @@ impl SqsProducer {
 impl Producer for SqsProducer {
     async fn send(&mut self, payload: &[u8], counters: &Counters) -> anyhow::Result<()> {
         self.batch.push(body_of(payload));
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= self.size {
             self.send_batch(counters).await?;
         }
         Ok(())

@@ -136,17 +136,15 @@ def dedup_scope_message_group():
 @test
 def receive_request_attempt_id_returns_the_same_batch():
     url = fifo_queue(VisibilityTimeout=30)
-    # Two groups, so one receive gets two messages (this broker returns one per group per receive).
     for i in range(3):
-        sqs.send_message(QueueUrl=url, MessageBody="m%d" % i, MessageGroupId="g%d" % min(i, 1),
-                         MessageDeduplicationId="d%d" % i)
+        sqs.send_message(QueueUrl=url, MessageBody="m%d" % i, MessageGroupId="g", MessageDeduplicationId="d%d" % i)
     first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
     again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId="try-1")["Messages"]
     eq([m["Body"] for m in again], [m["Body"] for m in first], "same messages")
     eq([m["ReceiptHandle"] for m in again], [m["ReceiptHandle"] for m in first], "same receipt handles")
-    eq(sorted(m["Body"] for m in first), ["m0", "m1"], "one from each group")
-    # Another attempt id is a new receive: both groups are blocked while the batch is in flight.
-    eq(sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try-2").get("Messages"), None, "groups blocked")
+    eq([m["Body"] for m in first], ["m0", "m1"], "one receive takes consecutive messages of one group")
+    # Another attempt id is a new receive: the group is blocked while the batch is in flight.
+    eq(sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="try-2").get("Messages"), None, "group blocked")
     for m in first:
         sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     # Once deleted, a retry of the first attempt is a fresh receive.

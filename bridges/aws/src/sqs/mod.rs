@@ -551,7 +551,9 @@ impl Sqs {
         if body.is_empty() {
             return Err(AwsError::MissingParameter("MessageBody".into()));
         }
-        if let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
+        // Fast path: printable ASCII, tab, LF and CR are always allowed.
+        let plain = body.bytes().all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'));
+        if !plain && let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
             return Err(AwsError::InvalidMessageContents(format!(
                 "Invalid binary character '#x{:X}' was found in the message body, the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
                 c as u32
@@ -823,7 +825,11 @@ impl Sqs {
         wanted: &[String],
     ) -> Value {
         let m = &d.message;
-        let body = String::from_utf8_lossy(&m.body).into_owned();
+        // Bodies sent through SQS are UTF-8; check fast, convert lossily only if not.
+        let body = match std::str::from_utf8(&m.body) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(&m.body).into_owned(),
+        };
         let handle = Handle {
             queue: queue.to_string(),
             lease: d.lease.unwrap_or(0),
