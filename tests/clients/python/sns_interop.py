@@ -1,5 +1,5 @@
-"""Cross-protocol SNS scenarios: an AMQP (pika) publish to the topic's exchange reaches SQS
-subscribers through the filter policies, enveloped or raw; an SNS publish reaches an MQTT
+"""Cross-protocol SNS scenarios: an AMQP (pika) or STOMP (stomp.py) publish to the topic's
+exchange reaches SQS subscribers through the filter policies, enveloped or raw; an SNS publish reaches an MQTT
 (paho) subscriber of `<topic>` / `<topic>/#` through amq.topic."""
 
 import json
@@ -38,6 +38,24 @@ def amqp_publish_reaches_sqs_subscribers_with_the_envelope():
     (r,) = receive(raw_url, want=2, wait=2)
     eq(r["Body"], "from amqp", "raw copy")
     eq(r["MessageAttributes"]["color"], {"DataType": "String", "StringValue": "red"}, "raw attribute")
+
+
+@test
+def stomp_publish_reaches_sqs_subscribers():
+    import stomp
+
+    t = topic()
+    name = t.split(":")[-1]
+    url, _ = subscribe_queue(t, policy={"color": ["red"]})
+    conn = stomp.Connection([(os.environ.get("STOMP_HOST", "127.0.0.1"), int(os.environ.get("STOMP_PORT", "61613")))])
+    conn.connect("guest", "guest", wait=True)
+    conn.send(destination="/exchange/%s/any" % name, body="from stomp", headers={"color": "red"})
+    conn.send(destination="/exchange/%s/any" % name, body="filtered out", headers={"color": "blue"})
+    conn.disconnect()
+    (m,) = receive(url, want=2, wait=3)
+    env = json.loads(m["Body"])
+    eq((env["TopicArn"], env["Message"], env["MessageAttributes"]["color"]["Value"]), (t, "from stomp", "red"), "STOMP publish enveloped")
+    verify_signature(env)
 
 
 @test

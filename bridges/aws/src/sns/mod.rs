@@ -20,6 +20,8 @@
 //! [`state`].
 
 pub mod attributes;
+#[cfg(test)]
+mod bench;
 pub mod envelope;
 pub mod error;
 pub mod http;
