@@ -93,6 +93,27 @@ def unacked_amqp_delivery_returns_after_visibility_timeout():
 
 
 @test
+def visibility_set_later_applies_to_amqp_consumers():
+    # Created with a 60 s visibility, then shortened to 1 s: an AMQP consumer's unacked
+    # delivery (basic.consume, not basic.get) comes back after the new value.
+    n = name("relax")
+    url = sqs.create_queue(QueueName=n, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "1"})
+    sqs.send_message(QueueUrl=url, MessageBody="consumed")
+    conn = amqp()
+    ch = conn.channel()
+    got = []
+    ch.basic_consume(queue=n, on_message_callback=lambda c, m, p, b: got.append(m.delivery_tag), auto_ack=False)
+    t0 = time.monotonic()
+    while len(got) < 2 and time.monotonic() - t0 < 5:
+        conn.process_data_events(time_limit=0.2)
+    check(len(got) >= 2, "redelivered to the AMQP consumer after the new 1 s lease", got)
+    check(time.monotonic() - t0 < 4, "after about 1 s", time.monotonic() - t0)
+    conn.close()
+    sqs.delete_queue(QueueUrl=url)
+
+
+@test
 def stomp_send_sqs_receive_and_delete():
     n = name("s2x")
     url = sqs.create_queue(QueueName=n)["QueueUrl"]
