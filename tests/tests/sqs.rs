@@ -28,3 +28,9 @@ fn sqs_query_protocol_signed_requests() {
     let broker = Broker::start();
     run_client_script(Client::Python, "sqs_query.py", &broker);
 }
+
+#[test]
+fn sqs_aws_cli() {
+    let broker = Broker::start();
+    run_client_script(Client::Python, "sqs_awscli.py", &broker);
+}
