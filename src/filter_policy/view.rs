@@ -8,6 +8,7 @@
 //! as JSON at most once, and only if a `MessageBody` policy asks.
 
 use std::cell::OnceCell;
+use std::ops::Bound;
 
 use crate::message::{FieldTable, FieldValue};
 
@@ -54,11 +55,17 @@ impl<'m> MessageView<'m> {
     pub fn new(headers: Option<&'m FieldTable>, body: &'m [u8]) -> MessageView<'m> {
         let mut attrs = Vec::new();
         if let Some(h) = headers {
+            // The type annotations sort together: read them in one range scan, no allocation.
+            let types: Vec<(&str, &str)> = h
+                .range::<str, _>((Bound::Included(TYPE_HEADER_PREFIX), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(TYPE_HEADER_PREFIX))
+                .filter_map(|(k, v)| Some((&k[TYPE_HEADER_PREFIX.len()..], v.as_str()?)))
+                .collect();
             for (k, v) in h {
                 if k.starts_with(TYPE_HEADER_PREFIX) {
                     continue;
                 }
-                let declared = h.get(&format!("{TYPE_HEADER_PREFIX}{k}")).and_then(FieldValue::as_str);
+                let declared = types.iter().find(|(n, _)| *n == k.as_str()).map(|(_, t)| *t);
                 attrs.push((k.as_str(), attr_of(v, declared)));
             }
         }
