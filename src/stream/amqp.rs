@@ -15,7 +15,9 @@
 //! - **Arguments.** `x-stream-shards` (default 1) sets the number of shards;
 //!   `x-max-age` (`7D`, `12h`, `90m`, `30s`; rounded up to hours, at least 24 h, at most
 //!   8,760 h), `x-max-length-bytes` and `x-stream-max-segment-size-bytes` set retention and
-//!   segment size.
+//!   segment size; `x-stream-partition-key-level: n` takes the partition key from the n-th
+//!   `.`-separated level of the routing key (0-based) instead of the whole key, which is how
+//!   MQTT topics (`a/b/c` arrives as `a.b.c`) are ingested (`[aws.kinesis] mqtt_ingest`).
 //!
 //! Records carry the AMQP properties, exchange and routing key (encoded as the message log
 //! encodes messages, without the body) in their metadata; a record appended through Kinesis
@@ -103,17 +105,19 @@ fn internal_ctx(vhost: &VHost) -> ClientContext {
 
 impl VHost {
     /// Create a stream and its AMQP queue (what Kinesis `CreateStream` calls).
+    /// `extra` are further queue arguments (e.g. `x-stream-partition-key-level`).
     pub fn declare_stream(
         &self,
         name: &str,
         shards: u32,
         settings: StreamSettings,
+        extra: FieldTable,
     ) -> Result<Arc<Stream>, StreamError> {
         if self.queue(name).is_some() {
             return Err(StreamError::StreamExists(name.to_string()));
         }
         let stream = self.streams().create(name, shards, settings, &[], now_ms())?;
-        let mut args = FieldTable::new();
+        let mut args = extra;
         args.insert("x-queue-type".into(), FieldValue::text("stream"));
         args.insert("x-stream-shards".into(), FieldValue::I64(i64::from(shards)));
         let spec = QueueSpec { name: name.to_string(), durable: true, arguments: args, ..QueueSpec::default() };
@@ -231,6 +235,13 @@ async fn feed(
     stream: Arc<Stream>,
     mut rx: mpsc::UnboundedReceiver<ConsumerEvent>,
 ) {
+    // `x-stream-partition-key-level: n` takes the partition key from the n-th `.`-separated
+    // level of the routing key (0-based; an MQTT topic a/b/c arrives as a.b.c).
+    let level = q.arguments().get("x-stream-partition-key-level").and_then(FieldValue::as_i64);
+    let key_of = |rk: &str| match level {
+        Some(n) if n >= 0 => rk.split('.').nth(n as usize).unwrap_or(rk).to_string(),
+        _ => rk.to_string(),
+    };
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -247,7 +258,7 @@ async fn feed(
             let records = batch
                 .iter()
                 .map(|d| NewRecord {
-                    partition_key: d.message.routing_key.clone(),
+                    partition_key: key_of(&d.message.routing_key),
                     explicit_hash_key: None,
                     data: d.message.body.clone(),
                     meta: meta_of(&d.message),

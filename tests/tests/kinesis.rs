@@ -488,3 +488,9 @@ fn subscribe_to_shard_pushes_records_as_an_event_stream() {
         assert!(evs.iter().any(|(_, p)| p["Records"].as_array().is_some_and(|r| r.len() == 4)), "{evs:?}");
     }
 }
+
+scenario!(
+    paho_mqtt_ingest_into_a_stream,
+    "[aws.kinesis]\nthroughput = \"relaxed\"\nmqtt_ingest = [{ topic_filter = \"sensors/+/temp\", stream = \"telemetry\", partition_key_level = 1, shards = 2 }]\n",
+    "kinesis_mqtt_ingest.py"
+);

@@ -75,6 +75,43 @@ pub struct KinesisConfig {
     pub throughput: Throughput,
     /// Allow the `SwitchyardAdvanceClock` action (tests only: moves this service's clock).
     pub test_clock: bool,
+    /// MQTT topic filters whose publishes are appended to a stream (see [`MqttIngest`]).
+    pub mqtt_ingest: Vec<MqttIngest>,
+}
+
+/// One MQTT ingest mapping: publishes matching `topic_filter` (on `exchange`, where the MQTT
+/// front-end publishes; topic `a/b/c` is routing key `a.b.c`) are appended to `stream`, the
+/// partition key being topic level `partition_key_level` (0-based). The stream is created
+/// (with `shards` shards) and bound at start-up if needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttIngest {
+    /// MQTT topic filter (`+` and `#` wildcards).
+    pub topic_filter: String,
+    /// Stream name.
+    pub stream: String,
+    /// Topic level (0-based) used as partition key; absent: the whole topic.
+    #[serde(default)]
+    pub partition_key_level: Option<u32>,
+    /// Shards of the stream if it is created.
+    #[serde(default = "one")]
+    pub shards: u32,
+    /// The exchange MQTT publishes to.
+    #[serde(default = "amq_topic")]
+    pub exchange: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn amq_topic() -> String {
+    "amq.topic".into()
+}
+
+/// An MQTT topic filter as an AMQP topic binding key (`/` → `.`, `+` → `*`, `#` stays).
+pub fn mqtt_filter_to_binding_key(filter: &str) -> String {
+    filter.split('/').map(|l| if l == "+" { "*" } else { l }).collect::<Vec<_>>().join(".")
 }
 
 type Res<T> = Result<T, KinesisError>;
@@ -101,6 +138,22 @@ impl Kinesis {
     ) -> Result<Kinesis, CoreError> {
         let user = User::superuser("aws-kinesis", &[vhost]);
         let vhost = broker.open_vhost(vhost, &user)?;
+        let ctx = switchyard::ClientContext { connection: broker.next_connection_id(), user };
+        for m in &cfg.mqtt_ingest {
+            if vhost.streams().get(&m.stream).is_none() {
+                let mut extra = switchyard::FieldTable::new();
+                if let Some(level) = m.partition_key_level {
+                    extra.insert("x-stream-partition-key-level".into(), switchyard::FieldValue::I64(i64::from(level)));
+                }
+                vhost
+                    .declare_stream(&m.stream, m.shards, switchyard::stream::StreamSettings::default(), extra)
+                    .map_err(CoreError::from)?;
+            }
+            let key = mqtt_filter_to_binding_key(&m.topic_filter);
+            let dest = switchyard::exchange::Destination::Queue(m.stream.clone());
+            vhost.bind(&m.exchange, dest, &key, switchyard::FieldTable::new(), &ctx)?;
+            tracing::info!(filter = %m.topic_filter, stream = %m.stream, "MQTT ingest into a stream");
+        }
         Ok(Kinesis {
             vhost,
             account: account.to_string(),
@@ -342,6 +395,13 @@ fn missing(k: &str) -> KinesisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mqtt_filters_become_binding_keys() {
+        assert_eq!(mqtt_filter_to_binding_key("sensors/+/temp"), "sensors.*.temp");
+        assert_eq!(mqtt_filter_to_binding_key("a/#"), "a.#");
+        assert_eq!(mqtt_filter_to_binding_key("plain"), "plain");
+    }
 
     #[test]
     fn stream_names_come_out_of_arns() {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use switchyard::FieldTable;
 use switchyard::stream::hashkey::parse_explicit;
 use switchyard::stream::state::{
     DEFAULT_RETENTION_HOURS, MAX_RETENTION_HOURS, ShardMeta, StreamState, parse_shard_id, shard_id,
@@ -102,7 +103,7 @@ impl Kinesis {
             )));
         }
         let settings = StreamSettings { mode, ..StreamSettings::default() };
-        let stream = self.vhost.declare_stream(name, shards, settings).map_err(|e| self.err(e))?;
+        let stream = self.vhost.declare_stream(name, shards, settings, FieldTable::new()).map_err(|e| self.err(e))?;
         if let Some(tags) = i.obj("Tags")? {
             let tags = tag_map(&tags)?;
             stream.update(|st| st.add_tags(&tags).map(|_| ())).map_err(|e| self.err(e))?;
