@@ -108,7 +108,7 @@ fn build(params: &[(&str, &str)]) -> Result<Map<String, Value>, AwsError> {
                 }
                 out.insert("Attributes".into(), Value::Object(m));
             }
-            "MessageAttribute" => {
+            "MessageAttribute" | "MessageSystemAttribute" => {
                 let mut m = Map::new();
                 for p in indexed.values() {
                     let Some(n) = field(p, "Name") else { continue };
@@ -120,7 +120,7 @@ fn build(params: &[(&str, &str)]) -> Result<Map<String, Value>, AwsError> {
                     }
                     m.insert(n.to_string(), Value::Object(v));
                 }
-                out.insert("MessageAttributes".into(), Value::Object(m));
+                out.insert(format!("{head}s"), Value::Object(m));
             }
             "AttributeName" | "MessageAttributeName" | "MessageSystemAttributeName" | "TagKey" | "AWSAccountId" => {
                 let list =

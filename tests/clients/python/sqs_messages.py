@@ -219,4 +219,23 @@ def concurrent_receivers_never_share_a_message():
     sqs.delete_queue(QueueUrl=url)
 
 
+
+@test
+def trace_header_and_system_attribute_names():
+    url = new_queue("trace")
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    r = sqs.send_message(QueueUrl=url, MessageBody="traced",
+                         MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": trace}})
+    check(r.get("MD5OfMessageSystemAttributes"), "system attributes checksum", r)
+    m = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["AWSTraceHeader", "SenderId"])["Messages"][0]
+    eq(m["Attributes"]["AWSTraceHeader"], trace, "trace header")
+    eq(m["Attributes"]["SenderId"], "000000000000", "sender")
+    eq(error_code(sqs.receive_message, QueueUrl=url, MessageSystemAttributeNames=["Bogus"])[0],
+       "InvalidAttributeName", "unknown system attribute")
+    eq(error_code(sqs.send_message, QueueUrl=url, MessageBody="x",
+                  MessageSystemAttributes={"Other": {"DataType": "String", "StringValue": "v"}})[0],
+       "InvalidParameterValue", "only AWSTraceHeader may be sent")
+    sqs.delete_queue(QueueUrl=url)
+
+
 main()

@@ -26,8 +26,10 @@ def redrive_after_max_receive_count():
         m = sqs.receive_message(QueueUrl=src, WaitTimeSeconds=5, AttributeNames=["ApproximateReceiveCount"])["Messages"][0]
         eq(m["Attributes"]["ApproximateReceiveCount"], str(n), "receive %d" % n)
     # After the second lease expires, the message moves to the DLQ instead of coming back.
-    dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=5, MessageAttributeNames=["All"])
+    dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=5, MessageAttributeNames=["All"],
+                               MessageSystemAttributeNames=["DeadLetterQueueSourceArn"])
     eq(dead["Messages"][0]["Body"], "poison", "in the DLQ")
+    eq(dead["Messages"][0]["Attributes"], {"DeadLetterQueueSourceArn": arn(src)}, "source of the dead letter")
     eq(dead["Messages"][0]["MessageAttributes"]["k"]["StringValue"], "v", "attributes kept")
     eq(sqs.receive_message(QueueUrl=src, WaitTimeSeconds=1).get("Messages"), None, "gone from the source")
     for u in (src, dlq):

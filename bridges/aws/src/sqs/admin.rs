@@ -211,7 +211,7 @@ fn arn_queue(arn: &str, param: &str) -> Res<String> {
 }
 
 /// The queue a dead-lettered message came from (the latest `x-death` entry).
-fn death_source(m: &Message) -> Option<String> {
+pub(super) fn death_source(m: &Message) -> Option<String> {
     let Some(FieldValue::Array(deaths)) = m.properties.header("x-death") else { return None };
     deaths.iter().find_map(|d| match d {
         FieldValue::Table(t) => t.get("queue").and_then(FieldValue::as_str).map(str::to_string),

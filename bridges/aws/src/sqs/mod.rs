@@ -94,6 +94,21 @@ const TAGS_ARG: &str = "x-sqs-tags";
 const SEQ_HEADER: &str = "x-sqs-sequence-number";
 /// Header carrying the FIFO deduplication id.
 const DEDUP_HEADER: &str = "x-sqs-deduplication-id";
+/// Header carrying the `AWSTraceHeader` message system attribute.
+const TRACE_HEADER: &str = "x-sqs-trace-header";
+/// System attribute names `ReceiveMessage` knows.
+const SYSTEM_ATTRIBUTES: &[&str] = &[
+    "All",
+    "SenderId",
+    "SentTimestamp",
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SequenceNumber",
+    "MessageDeduplicationId",
+    "MessageGroupId",
+    "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+];
 /// Header prefix recording an attribute's SQS data type when it is not plain `String`/`Binary`.
 const TYPE_HEADER_PREFIX: &str = "x-sqs-type.";
 
@@ -623,7 +638,9 @@ impl Sqs {
             (Some(g), Some(scope)) if scope == "messageGroup" => format!("{g}\u{0}{d}"),
             _ => d.clone(),
         });
+        let trace = parse_system_attributes(input.get("MessageSystemAttributes"))?;
         Ok(Prepared {
+            trace,
             dedup_key,
             body: body.to_string(),
             attributes: message_attrs,
@@ -676,6 +693,9 @@ impl Sqs {
         if let Some(d) = &p.dedup_id {
             headers.insert(DEDUP_HEADER.into(), FieldValue::text(d));
         }
+        if let Some(t) = &p.trace {
+            headers.insert(TRACE_HEADER.into(), FieldValue::text(t));
+        }
         let props = Properties {
             delivery_mode: Some(2),
             message_id: Some(message_id.clone()),
@@ -701,6 +721,12 @@ impl Sqs {
         }
         if let Some(s) = sequence {
             v["SequenceNumber"] = json!(s);
+        }
+        if let Some(t) = &p.trace {
+            let a = AttrValue { data_type: "String".into(), string: Some(t.clone()), binary: None };
+            if let Some(m) = attributes_md5([(&"AWSTraceHeader".to_string(), &a)]) {
+                v["MD5OfMessageSystemAttributes"] = json!(m);
+            }
         }
         Ok((v, outcome.lsn))
     }
@@ -732,8 +758,17 @@ impl Sqs {
             Some(w) => w,
             None => self.attr_i64(&name, &q, "ReceiveMessageWaitTimeSeconds"),
         };
-        let mut system = opt_str_list(input, "AttributeNames")?.unwrap_or_default();
-        system.extend(opt_str_list(input, "MessageSystemAttributeNames")?.unwrap_or_default());
+        let legacy = opt_str_list(input, "AttributeNames")?.unwrap_or_default();
+        // The legacy list is typed as queue attribute names in the API model; accept those too.
+        if let Some(bad) = legacy.iter().find(|n| !SYSTEM_ATTRIBUTES.contains(&n.as_str()) && !is_known_attribute(n)) {
+            return Err(AwsError::InvalidAttributeName(bad.clone()));
+        }
+        let mut system = legacy;
+        let named = opt_str_list(input, "MessageSystemAttributeNames")?.unwrap_or_default();
+        if let Some(bad) = named.iter().find(|n| !SYSTEM_ATTRIBUTES.contains(&n.as_str())) {
+            return Err(AwsError::InvalidAttributeName(bad.clone()));
+        }
+        system.extend(named);
         let wanted_attrs = opt_str_list(input, "MessageAttributeNames")?.unwrap_or_default();
         // A FIFO receive retried with the same attempt id within the window gets the same
         // batch (same receipt handles, visibility restarted) while its leases last.
@@ -874,6 +909,16 @@ impl Sqs {
             && want("SequenceNumber")
         {
             sys.insert("SequenceNumber".into(), json!(s));
+        }
+        if let Some(s) = header_text(TRACE_HEADER)
+            && want("AWSTraceHeader")
+        {
+            sys.insert("AWSTraceHeader".into(), json!(s));
+        }
+        if want("DeadLetterQueueSourceArn")
+            && let Some(source) = admin::death_source(m)
+        {
+            sys.insert("DeadLetterQueueSourceArn".into(), json!(self.queue_arn(&source)));
         }
         if !sys.is_empty() {
             v["Attributes"] = Value::Object(sys);
@@ -1065,6 +1110,8 @@ struct Prepared {
     dedup_id: Option<String>,
     /// The key the deduplication window is kept under (the id, scoped by group if asked).
     dedup_key: Option<String>,
+    /// The `AWSTraceHeader` system attribute.
+    trace: Option<String>,
     fifo: bool,
 }
 
@@ -1429,6 +1476,30 @@ fn parse_message_attributes(v: Option<&Value>, limits: &Limits) -> Res<BTreeMap<
         out.insert(name.clone(), value);
     }
     Ok(out)
+}
+
+/// The `AWSTraceHeader` of a `MessageSystemAttributes` map, the only system attribute a
+/// sender may set.
+fn parse_system_attributes(v: Option<&Value>) -> Res<Option<String>> {
+    let Some(v) = v else { return Ok(None) };
+    let m = v
+        .as_object()
+        .ok_or_else(|| AwsError::SerializationException("MessageSystemAttributes must be a map".into()))?;
+    let mut trace = None;
+    for (name, a) in m {
+        if name != "AWSTraceHeader" {
+            return Err(AwsError::InvalidParameterValue(format!("Message system attribute name '{name}' is invalid.")));
+        }
+        match (a.get("DataType").and_then(Value::as_str), a.get("StringValue").and_then(Value::as_str)) {
+            (Some("String"), Some(s)) if !s.is_empty() => trace = Some(s.to_string()),
+            _ => {
+                return Err(AwsError::InvalidParameterValue(
+                    "Message system attribute 'AWSTraceHeader' must be a non-empty String.".into(),
+                ));
+            }
+        }
+    }
+    Ok(trace)
 }
 
 /// The entries of a batch request, checked for count and ids.
