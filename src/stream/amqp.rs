@@ -22,7 +22,8 @@
 //! Records carry the AMQP properties, exchange and routing key (encoded as the message log
 //! encodes messages, without the body) in their metadata; a record appended through Kinesis
 //! becomes a message whose routing key is its partition key. Each delivery carries
-//! `x-stream-offset` (the record's offset) and `x-partition-key` headers.
+//! `x-stream-offset` (the record's offset) and `x-partition-key` headers. A KPL-aggregated
+//! record ([`super::kpl`]) becomes one message per user record, with `x-kpl-index`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,6 +335,27 @@ fn message_of(stream: &str, r: &StreamRecord) -> Message {
     m
 }
 
+/// The messages for a record: one, or one per user record of a KPL-aggregated record (each
+/// with the record's offset, its own partition key as routing key, and `x-kpl-index`).
+fn messages_of(stream: &str, r: &StreamRecord) -> Vec<Message> {
+    match super::kpl::deaggregate(&r.data) {
+        Some(users) if r.meta.is_empty() => users
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let sub = StreamRecord { partition_key: u.partition_key, data: u.data, ..r.clone() };
+                let mut m = message_of(stream, &sub);
+                m.routing_key = sub.partition_key.clone();
+                if let Some(h) = m.properties.headers.as_mut() {
+                    h.insert("x-kpl-index".into(), FieldValue::I64(i as i64));
+                }
+                m
+            })
+            .collect(),
+        _ => vec![message_of(stream, r)],
+    }
+}
+
 /// Fill `q` from `stream` starting at `start`, keeping at most `window` ready messages in it,
 /// until its consumer goes (cancel, channel or connection closed) or the stream is deleted.
 async fn read_into(stream: Arc<Stream>, q: Arc<Queue>, start: Start, window: u64) {
@@ -387,8 +409,10 @@ async fn read_into(stream: Arc<Stream>, q: Arc<Queue>, start: Start, window: u64
                 continue;
             };
             for r in &batch.records {
-                let (_, fx) = q.publish(Arc::new(message_of(stream.name(), r)), PublishOptions::default(), None);
-                drop(fx);
+                for m in messages_of(stream.name(), r) {
+                    let (_, fx) = q.publish(Arc::new(m), PublishOptions::default(), None);
+                    drop(fx);
+                }
             }
             got += batch.records.len();
             cursors.insert(shard, batch.next);
@@ -451,6 +475,24 @@ mod tests {
         ));
         assert!(parse_offset(Some(&FieldValue::text("bogus"))).is_err());
         assert!(parse_offset(Some(&FieldValue::I64(-1))).is_err());
+    }
+
+    #[test]
+    fn kpl_aggregated_records_are_split_for_amqp() {
+        let agg = super::super::kpl::tests::aggregate(&["k1", "k2"], &[(0, b"x"), (1, b"y")]);
+        let r = StreamRecord {
+            sequence: super::super::SequenceNumber { counter: 3, shard: 0 },
+            arrival: 0,
+            partition_key: "outer".into(),
+            hash_key: 0,
+            data: Bytes::from(agg),
+            meta: Bytes::new(),
+        };
+        let ms = messages_of("s", &r);
+        let flat: Vec<(&str, &[u8])> = ms.iter().map(|m| (m.routing_key.as_str(), &m.body[..])).collect();
+        assert_eq!(flat, [("k1", &b"x"[..]), ("k2", b"y")]);
+        assert_eq!(ms[1].properties.header("x-kpl-index"), Some(&FieldValue::I64(1)));
+        assert_eq!(ms[1].properties.header("x-stream-offset"), Some(&FieldValue::I64(3)));
     }
 
     #[test]

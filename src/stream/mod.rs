@@ -7,6 +7,7 @@
 //!   recovery, retention by deleting whole segments).
 //! - [`meta`]: the per-vhost metadata file (written atomically).
 //! - [`hashkey`], [`seqno`]: MD5 hash keys and Kinesis-like sequence numbers.
+//! - [`kpl`]: splitting KPL-aggregated records for other protocols.
 //! - [`amqp`]: stream queues (`x-queue-type: stream`): feeding, `x-stream-offset` consumers.
 //! - this file: [`Stream`] (the state machine behind a lock, wired to the log) and [`Streams`]
 //!   (the streams of one vhost).
@@ -34,6 +35,7 @@
 pub mod amqp;
 pub mod error;
 pub mod hashkey;
+pub mod kpl;
 pub mod log;
 pub mod meta;
 pub mod seqno;

@@ -153,5 +153,42 @@ def amqp_publish_through_an_exchange_reaches_kinesis():
     conn.close()
 
 
+def kpl_aggregate(keys, records):
+    """A KPL-aggregated record, built by hand: magic, AggregatedRecord protobuf, MD5."""
+    import hashlib
+
+    def varint(v):
+        out = b""
+        while v >= 0x80:
+            out += bytes([(v & 0x7F) | 0x80])
+            v >>= 7
+        return out + bytes([v])
+
+    def field(n, b):
+        return varint((n << 3) | 2) + varint(len(b)) + b
+
+    body = b"".join(field(1, k.encode()) for k in keys)
+    for k, d in records:
+        body += field(3, varint(1 << 3) + varint(k) + field(3, d))
+    return b"\xf3\x89\x9a\xc2" + body + hashlib.md5(body).digest()
+
+
+@test
+def kpl_aggregated_records_are_split_for_amqp_and_kept_for_kinesis():
+    s = name("kpl")
+    kin.create_stream(StreamName=s, ShardCount=1)
+    agg = kpl_aggregate(["user-1", "user-2"], [(0, b"click"), (1, b"view"), (0, b"buy")])
+    kin.put_record(StreamName=s, Data=agg, PartitionKey="agg")
+    recs, _ = read_shard(kin, s, "shardId-000000000000")
+    eq([r["Data"] for r in recs], [agg], "Kinesis readers get the record as sent")
+    conn, ch = channel()
+    got = consume(ch, s, "first", 3)
+    eq([(m.routing_key, b) for b, _, m in got], [("user-1", b"click"), ("user-2", b"view"), ("user-1", b"buy")],
+       "AMQP consumers get the user records")
+    eq([p.headers["x-kpl-index"] for _, p, _ in got], [0, 1, 2], "sub-record index")
+    kin.delete_stream(StreamName=s)
+    conn.close()
+
+
 if __name__ == "__main__":
     main()
