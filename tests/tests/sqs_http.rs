@@ -460,3 +460,26 @@ fn in_flight_limit_is_120000_then_over_limit() {
     let r = call(addr, "ReceiveMessage", &json!({"QueueUrl": url, "WaitTimeSeconds": 1}));
     assert_eq!((r.status, r.json()), (200, json!({})));
 }
+
+#[test]
+fn reset_hook_is_off_by_default_and_empties_sqs_when_on() {
+    let broker = Broker::start();
+    let r = call(aws(&broker), "SwitchyardReset", &json!({}));
+    assert_eq!(r.error().1, "com.amazonaws.sqs#UnknownOperationException");
+    drop(broker);
+
+    let broker = Broker::start_with("[aws]\ntest_hooks = true\n", &[]);
+    let addr = aws(&broker);
+    for n in ["r1", "r2.fifo"] {
+        let attrs = if n.ends_with(".fifo") { json!({"FifoQueue": "true"}) } else { json!({}) };
+        assert_eq!(call(addr, "CreateQueue", &json!({"QueueName": n, "Attributes": attrs})).status, 200);
+    }
+    let url = format!("http://{addr}/000000000000/r1");
+    assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": url, "MessageBody": "x"})).status, 200);
+    let r = call(addr, "SwitchyardReset", &json!({}));
+    assert_eq!(r.json(), json!({"QueuesDeleted": 2}));
+    assert_eq!(call(addr, "ListQueues", &json!({})).json(), json!({}));
+    // A queue of the same name starts empty.
+    assert_eq!(call(addr, "CreateQueue", &json!({"QueueName": "r1"})).status, 200);
+    assert_eq!(call(addr, "ReceiveMessage", &json!({"QueueUrl": url})).json(), json!({}));
+}

@@ -28,6 +28,9 @@ pub struct AwsConfig {
     pub auth: AuthMode,
     /// Access key id → secret access key, for `auth = "sigv4"`.
     pub credentials: BTreeMap<String, String>,
+    /// Test hooks for users' own test suites (off by default): the SQS action
+    /// `SwitchyardReset` deletes every SQS-visible queue and all SQS front-end state.
+    pub test_hooks: bool,
     /// Kinesis settings (`[aws.kinesis]`).
     pub kinesis: crate::kinesis::KinesisConfig,
 }
@@ -68,6 +71,7 @@ impl Default for AwsConfig {
             limits: crate::sqs::limits::LimitsMode::Strict,
             auth: AuthMode::Any,
             credentials: BTreeMap::new(),
+            test_hooks: false,
             kinesis: crate::kinesis::KinesisConfig::default(),
         }
     }

@@ -199,6 +199,16 @@ pub struct MoveTasks {
     tasks: Vec<Arc<MoveTask>>,
 }
 
+impl MoveTasks {
+    /// Cancels every running task and forgets them all (the reset test hook).
+    pub(super) fn cancel_all(&mut self) {
+        for t in &self.tasks {
+            t.cancel.cancel();
+        }
+        self.tasks.clear();
+    }
+}
+
 /// The queue an `arn:aws:sqs:region:account:name` names.
 fn arn_queue(arn: &str, param: &str) -> Res<String> {
     let parts: Vec<&str> = arn.split(':').collect();

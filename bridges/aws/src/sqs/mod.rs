@@ -236,6 +236,7 @@ impl Sqs {
             "StartMessageMoveTask" => self.start_message_move_task(input),
             "ListMessageMoveTasks" => self.list_message_move_tasks(input),
             "CancelMessageMoveTask" => self.cancel_message_move_task(input),
+            "SwitchyardReset" if self.cfg.test_hooks => self.reset(),
             other => Err(AwsError::UnknownOperation(format!("Unknown operation AmazonSQS.{other}"))),
         }
     }
@@ -291,6 +292,22 @@ impl Sqs {
         self.vhost.declare_queue(spec, &self.ctx).map_err(core_err)?;
         self.forget(&name);
         Ok(json!({ "QueueUrl": self.queue_url(host, &name) }))
+    }
+
+    /// The `SwitchyardReset` test hook (`[aws] test_hooks = true`): deletes every queue SQS
+    /// can see (with its messages), cancels move tasks and forgets all front-end state.
+    fn reset(&self) -> Res<Value> {
+        self.tasks.lock().cancel_all();
+        let mut deleted = 0;
+        for (name, _) in self.sqs_queue_names() {
+            if self.vhost.delete_queue(&name, false, false, &self.ctx).is_ok() {
+                deleted += 1;
+            }
+        }
+        self.overlays.lock().clear();
+        self.attrs_cache.lock().clear();
+        tracing::info!(queues = deleted, "SQS state reset by the test hook");
+        Ok(json!({ "QueuesDeleted": deleted }))
     }
 
     /// Drops the front-end state of a queue that was created, changed or deleted.
