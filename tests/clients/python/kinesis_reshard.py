@@ -4,6 +4,8 @@ reader that follows lineage the way the KCL does (a child only after its parents
 parents ending with a null NextShardIterator plus ChildShards) reads every record exactly
 once and in order per partition key."""
 
+import time
+
 from _kinesis_common import check, client, eq, error_code, main, name, test
 
 kin = client()
@@ -11,11 +13,15 @@ KEYS = ["key-%d" % i for i in range(16)]
 
 
 def put_round(s, counters):
+    put_round_with(kin, s, counters)
+
+
+def put_round_with(kc, s, counters):
     recs = []
     for k in KEYS:
         counters[k] = counters.get(k, 0) + 1
         recs.append({"Data": b"%s:%d" % (k.encode(), counters[k]), "PartitionKey": k})
-    r = kin.put_records(StreamName=s, Records=recs)
+    r = kc.put_records(StreamName=s, Records=recs)
     eq(r["FailedRecordCount"], 0, "put")
 
 
@@ -70,6 +76,41 @@ def split_merge_rescale_read_exactly_once_in_order():
     got = read_everything(s)
     for k in KEYS:
         eq(got.get(k), [b"%s:%d" % (k.encode(), i) for i in range(1, 5)], "records of %s" % k)
+    kin.delete_stream(StreamName=s)
+
+
+@test
+def resharding_under_load_loses_and_repeats_nothing():
+    import threading
+
+    s = name("rl")
+    kin.create_stream(StreamName=s, ShardCount=2)
+    writer = client()
+    counters, stop, errors = {}, threading.Event(), []
+
+    def write():
+        try:
+            while not stop.is_set():
+                put_round_with(writer, s, counters)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=write)
+    t.start()
+    time.sleep(0.3)
+    kin.split_shard(StreamName=s, ShardToSplit="shardId-000000000001", NewStartingHashKey=str(3 * 2**126))
+    time.sleep(0.3)
+    kin.merge_shards(StreamName=s, ShardToMerge="shardId-000000000002", AdjacentShardToMerge="shardId-000000000003")
+    time.sleep(0.3)
+    kin.update_shard_count(StreamName=s, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    time.sleep(0.3)
+    stop.set()
+    t.join()
+    eq(errors, [], "writer errors")
+    check(min(counters.values()) >= 4, "records were written throughout", counters)
+    got = read_everything(s)
+    for k in KEYS:
+        eq(got.get(k), [b"%s:%d" % (k.encode(), i) for i in range(1, counters[k] + 1)], "records of %s" % k)
     kin.delete_stream(StreamName=s)
 
 
