@@ -33,8 +33,11 @@ const IDLE_BUFFER: usize = 16 * 1024;
 /// few large reads rather than many small ones (each read is a syscall).
 const READ_CHUNK: usize = 16 * 1024;
 /// A read smaller than this that leaves nothing buffered marks the connection as quiet: its
-/// read buffer is given back, so idle connections hold no buffer at all.
+/// read buffer is given back, and the next read gets only [`QUIET_CHUNK`] of room, so idle
+/// connections hold almost no buffer while they wait.
 const QUIET_READ: usize = 2 * 1024;
+/// Room for the next read of a quiet connection; a read that fills it makes the connection busy.
+const QUIET_CHUNK: usize = 512;
 
 /// Serve one accepted client until it disconnects, fails, is taken over, or
 /// `shutdown` fires.
@@ -251,6 +254,7 @@ where
     let timeout = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let mut last_read = Instant::now();
     let mut published = false;
+    let mut busy = false;
     loop {
         if !session.out.is_empty() {
             if let Err(e) = stream.write_all_buf(&mut session.out).await {
@@ -271,11 +275,12 @@ where
             biased;
             _ = shutdown.cancelled() => return Exit::Closed(CloseReason::Shutdown),
             _ = kick.cancelled() => return Exit::Closed(CloseReason::TakenOver),
-            read = read_some(stream, buf), if !paused => {
+            read = read_some(stream, buf, busy), if !paused => {
                 let read = match read {
                     Ok(0) | Err(_) => return Exit::Closed(CloseReason::PeerGone),
                     Ok(n) => n,
                 };
+                busy = read >= QUIET_CHUNK;
                 last_read = Instant::now();
                 loop {
                     match codec::decode(buf, Some(session.protocol), max) {
@@ -335,10 +340,12 @@ where
     }
 }
 
-/// Reads once into `buf`, first making room for [`READ_CHUNK`] bytes when less is spare.
-async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < QUIET_READ {
-        buf.reserve(READ_CHUNK);
+/// Reads once into `buf`, first making room: [`READ_CHUNK`] bytes for a busy connection,
+/// [`QUIET_CHUNK`] for a quiet one.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, busy: bool) -> std::io::Result<usize> {
+    let room = if busy { READ_CHUNK } else { QUIET_CHUNK };
+    if buf.capacity() - buf.len() < room {
+        buf.reserve(room);
     }
     stream.read_buf(buf).await
 }
