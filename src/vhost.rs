@@ -572,6 +572,7 @@ impl VHost {
 
     /// Remove all ready messages of a queue.
     pub fn purge_queue(&self, name: &str, ctx: &ClientContext) -> CoreResult<u64> {
+        self.refuse_stream(name, "queue.purge")?;
         let q = self.usable_queue(name, ctx)?;
         self.check(ctx, ResourceKind::Queue, name, Access::Read)?;
         Ok(q.purge())
@@ -833,6 +834,10 @@ impl VHost {
         sink: ConsumerSink,
         ctx: &ClientContext,
     ) -> CoreResult<(Arc<Queue>, ConsumerId)> {
+        if self.streams().get(queue).is_some() {
+            // STOMP, MQTT, WebSocket: a stream is read from `next`, never drained.
+            return self.consume_stream_from(queue, None, spec, sink, ctx);
+        }
         let q = self.usable_queue(queue, ctx)?;
         self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
         if q.exclusive_conflict(spec.exclusive) {
@@ -869,6 +874,7 @@ impl VHost {
         auto_ack: bool,
         ctx: &ClientContext,
     ) -> CoreResult<Option<(Arc<Queue>, Delivery, u64)>> {
+        self.refuse_stream(queue, "basic.get")?;
         let q = self.usable_queue(queue, ctx)?;
         self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
         let (d, fx) = q.get(auto_ack, None);
@@ -888,6 +894,7 @@ impl VHost {
         lease_deadline: Option<crate::time::Millis>,
         ctx: &ClientContext,
     ) -> CoreResult<(Arc<Queue>, Vec<Delivery>)> {
+        self.refuse_stream(queue, "ReceiveMessage")?;
         let q = self.usable_queue(queue, ctx)?;
         self.check(ctx, ResourceKind::Queue, queue, Access::Read)?;
         let (ds, fx) = q.get_many(max, false, lease_deadline);

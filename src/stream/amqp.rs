@@ -128,6 +128,17 @@ impl VHost {
         Ok(stream)
     }
 
+    /// Refuse an operation that would drain a stream queue's feed (`basic.get`, purge, SQS receive).
+    pub(crate) fn refuse_stream(&self, name: &str, what: &str) -> CoreResult<()> {
+        if self.streams().get(name).is_some() {
+            return Err(CoreError::precondition(format!(
+                "{what} is not supported by stream queues (queue '{name}' in vhost '{}')",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Delete a stream and its AMQP queue (Kinesis `DeleteStream`).
     pub fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
         if self.streams().get(name).is_none() {
@@ -150,11 +161,6 @@ impl VHost {
         sink: ConsumerSink,
         ctx: &ClientContext,
     ) -> CoreResult<(Arc<Queue>, ConsumerId)> {
-        ctx.user.check(self.name(), ResourceKind::Queue, name, Access::Read)?;
-        let stream = self
-            .streams()
-            .get(name)
-            .ok_or_else(|| CoreError::not_found(format!("no queue '{name}' in vhost '{}'", self.name())))?;
         if spec.auto_ack {
             return Err(CoreError::precondition("noAck=true is not supported for stream queues"));
         }
@@ -162,6 +168,26 @@ impl VHost {
             return Err(CoreError::precondition("consumer prefetch count is not set for stream queue"));
         }
         let start = parse_offset(arguments.get("x-stream-offset"))?;
+        self.consume_stream_from(name, Some(start), spec, sink, ctx)
+    }
+
+    /// A stream reader for `name` from `start` (`None`: only new records) delivering to `sink`
+    /// under `spec` (other protocols' consumers; a prefetch of 0 becomes 100).
+    pub(crate) fn consume_stream_from(
+        &self,
+        name: &str,
+        start: Option<Start>,
+        spec: ConsumeSpec,
+        sink: ConsumerSink,
+        ctx: &ClientContext,
+    ) -> CoreResult<(Arc<Queue>, ConsumerId)> {
+        ctx.user.check(self.name(), ResourceKind::Queue, name, Access::Read)?;
+        let stream = self
+            .streams()
+            .get(name)
+            .ok_or_else(|| CoreError::not_found(format!("no queue '{name}' in vhost '{}'", self.name())))?;
+        let start = start.unwrap_or(Start::Position(StartPosition::Latest));
+        let spec = ConsumeSpec { prefetch: if spec.prefetch == 0 { 100 } else { spec.prefetch }, ..spec };
         let q = Queue::new(
             format!("amq.stream-reader.{name}.{}", internal_id()),
             self.name().to_string(),
@@ -176,7 +202,7 @@ impl VHost {
         let cs = ConsumerSpec {
             id,
             prefetch: spec.prefetch,
-            auto_ack: false,
+            auto_ack: spec.auto_ack,
             priority: spec.priority,
             shared_credit: spec.shared_credit,
             filter: spec.filter,
@@ -311,7 +337,7 @@ fn parse_offset(v: Option<&FieldValue>) -> CoreResult<Start> {
 
 /// Where an AMQP stream consumer starts.
 #[derive(Debug, Clone, Copy)]
-enum Start {
+pub(crate) enum Start {
     First,
     Last,
     Offset(u64),

@@ -97,6 +97,14 @@ def prefetch_is_required_for_stream_consumers():
     except pika.exceptions.ChannelClosedByBroker as e:
         eq(e.reply_code, 406, "PRECONDITION_FAILED")
     ch = conn.channel()
+    # basic.get and purge would drain the stream's feed: refused.
+    for op in (lambda c: c.basic_get(q), lambda c: c.queue_purge(q)):
+        try:
+            op(ch)
+            raise AssertionError("draining a stream queue was accepted")
+        except pika.exceptions.ChannelClosedByBroker as e:
+            eq(e.reply_code, 406, "PRECONDITION_FAILED")
+        ch = conn.channel()
     ch.queue_delete(q)
     conn.close()
 
