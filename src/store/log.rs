@@ -239,6 +239,9 @@ struct Shared {
     fail_fsync: AtomicBool,
     /// Test hook: fsyncs fail while this file exists (see [`FAULT_ENV`]).
     fault_file: Option<PathBuf>,
+    /// Set once any segment has a generation above 0: until then reads need no relocation
+    /// lookup (and so no `head` lock).
+    relocated: AtomicBool,
     /// Open segment files for reading paged-out messages back.
     readers: Mutex<HashMap<(u32, u32), Arc<File>>>,
     head: Mutex<Head>,
@@ -404,7 +407,8 @@ impl Shared {
 
     fn read_record(&self, at: StoreRef) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let (generation, offset) = self.head.lock().resolve(at);
+        let (generation, offset) =
+            if self.relocated.load(Ordering::Acquire) { self.head.lock().resolve(at) } else { (0, at.offset) };
         let at = StoreRef { segment: at.segment, offset };
         let file = {
             let mut readers = self.readers.lock();
@@ -531,6 +535,7 @@ impl MessageLog {
             stats: Counters::default(),
             fail_fsync: AtomicBool::new(false),
             fault_file: std::env::var_os(FAULT_ENV).map(|_| dir.join(FAULT_FILE)),
+            relocated: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             head: Mutex::new(Head {
                 tx,
@@ -721,6 +726,7 @@ impl Recovery {
         let mut total = 0;
         for &(n, generation) in &self.segments {
             if generation > 0 {
+                self.shared.relocated.store(true, Ordering::Release);
                 let mut head = self.shared.head.lock();
                 head.generations.insert(n, generation);
                 let _ = head.tx.send(Cmd::Generation(n, generation));
@@ -1022,6 +1028,7 @@ impl Writer<'_> {
             } else {
                 moved.into_iter().filter_map(|(h, c)| renames.get(&c).map(|n| (h, *n))).collect()
             };
+            self.shared.relocated.store(true, Ordering::Release);
             head.moved.insert(segment, now);
             head.generations.insert(segment, next);
             head.total.insert(segment, renames.len() as u64);
