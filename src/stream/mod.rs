@@ -304,16 +304,19 @@ impl Stream {
     }
 
     fn run_effects(&self, fx: Vec<Effect>) {
-        let mut save = false;
+        // Metadata first: it carries the counter floor, so a crash after the deletions can
+        // never bring back a lower counter (and reuse sequence numbers) on recovery.
+        if fx.contains(&Effect::SaveMeta)
+            && let Some(reg) = self.registry.upgrade()
+        {
+            reg.save();
+        }
         for e in fx {
             match e {
                 Effect::DeleteSegment { shard, segment } => self.log.delete_segment(&self.shard_dir(shard), segment),
                 Effect::DeleteShard(shard) => self.log.delete_dir(&self.shard_dir(shard)),
-                Effect::SaveMeta => save = true,
+                Effect::SaveMeta => {}
             }
-        }
-        if save && let Some(reg) = self.registry.upgrade() {
-            reg.save();
         }
     }
 
