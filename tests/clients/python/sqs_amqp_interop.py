@@ -114,6 +114,22 @@ def visibility_set_later_applies_to_amqp_consumers():
 
 
 @test
+def queue_redeclared_by_amqp_shows_its_new_settings():
+    n = name("redecl")
+    url = sqs.create_queue(QueueName=n, Attributes={"VisibilityTimeout": "10"})["QueueUrl"]
+    eq(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"],
+       {"VisibilityTimeout": "10"}, "as created")
+    conn = amqp()
+    ch = conn.channel()
+    ch.queue_delete(queue=n)
+    ch.queue_declare(queue=n, durable=True, arguments={"x-lease-timeout": 5000})
+    eq(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"],
+       {"VisibilityTimeout": "5"}, "the AMQP queue's lease timeout")
+    ch.queue_delete(queue=n)
+    conn.close()
+
+
+@test
 def stomp_send_sqs_receive_and_delete():
     n = name("s2x")
     url = sqs.create_queue(QueueName=n)["QueueUrl"]

@@ -137,7 +137,7 @@ pub struct Sqs {
     cfg: AwsConfig,
     limits: &'static Limits,
     overlays: Mutex<HashMap<String, Overlay>>,
-    /// Parsed attributes per queue, keyed by the queue instance (dropped when SQS changes them).
+    /// Parsed attributes per queue instance (dropped when SQS changes them).
     attrs_cache: Mutex<AttrsCache>,
     tasks: Arc<Mutex<admin::MoveTasks>>,
     sequence: AtomicU64,
@@ -148,8 +148,9 @@ pub struct Sqs {
 
 type Res<T> = Result<T, AwsError>;
 
-/// Queue name → (queue instance address, its parsed SQS attributes).
-type AttrsCache = HashMap<String, (usize, Arc<BTreeMap<String, String>>)>;
+/// Queue name → (the queue instance, its parsed SQS attributes). The `Weak` pins the
+/// instance's allocation, so a later queue of the same name can't share its address.
+type AttrsCache = HashMap<String, (std::sync::Weak<Queue>, Arc<BTreeMap<String, String>>)>;
 
 fn core_err(e: CoreError) -> AwsError {
     match e.kind {
@@ -395,9 +396,8 @@ impl Sqs {
     /// The queue's SQS attributes: defaults, then what its core configuration means in SQS
     /// terms (a queue declared by AMQP or STOMP), then what SQS was given.
     fn effective_attributes(&self, name: &str, q: &Arc<Queue>) -> Arc<BTreeMap<String, String>> {
-        let key = Arc::as_ptr(q) as usize;
         if let Some((k, a)) = self.attrs_cache.lock().get(name)
-            && *k == key
+            && std::ptr::eq(k.as_ptr(), Arc::as_ptr(q))
         {
             return Arc::clone(a);
         }
@@ -422,7 +422,7 @@ impl Sqs {
         attrs.extend(Self::explicit_attributes(q));
         attrs.retain(|_, v| !v.is_empty());
         let attrs = Arc::new(attrs);
-        self.attrs_cache.lock().insert(name.to_string(), (key, Arc::clone(&attrs)));
+        self.attrs_cache.lock().insert(name.to_string(), (Arc::downgrade(q), Arc::clone(&attrs)));
         attrs
     }
 
