@@ -206,7 +206,7 @@ fn cb_decode(b: &[u8], pos: &mut usize) -> Cb {
     let first = b[*pos];
     *pos += 1;
     let (major, info) = (first >> 5, first & 31);
-    let mut arg = |info: u8, pos: &mut usize| -> u64 {
+    let arg = |info: u8, pos: &mut usize| -> u64 {
         let n = match info {
             0..=23 => return u64::from(info),
             24 => 1,
@@ -297,7 +297,11 @@ fn cbor_requests_as_the_java_sdk_sends_them() {
     let (status, _, put) = post_cbor(
         addr,
         "PutRecord",
-        &map(&[("StreamName", name.clone()), ("PartitionKey", Cb::Text("pk".into())), ("Data", Cb::Bytes(data.clone()))]),
+        &map(&[
+            ("StreamName", name.clone()),
+            ("PartitionKey", Cb::Text("pk".into())),
+            ("Data", Cb::Bytes(data.clone())),
+        ]),
     );
     assert_eq!(status, 200, "{put:?}");
     let seq = put.get("SequenceNumber").expect("sequence number").text().to_string();
@@ -409,7 +413,8 @@ fn subscribe_to_shard_pushes_records_as_an_event_stream() {
         assert_eq!(post(addr, "PutRecord", body.as_bytes()).0, 200);
     }
     let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/efo";
-    let (status, text) = post(addr, "RegisterStreamConsumer", format!(r#"{{"StreamARN":"{arn}","ConsumerName":"c"}}"#).as_bytes());
+    let (status, text) =
+        post(addr, "RegisterStreamConsumer", format!(r#"{{"StreamARN":"{arn}","ConsumerName":"c"}}"#).as_bytes());
     assert_eq!(status, 200, "{text}");
     let consumer: serde_json::Value = serde_json::from_str(&text).expect("json");
     let consumer_arn = consumer["Consumer"]["ConsumerARN"].as_str().expect("arn").to_string();
@@ -475,7 +480,12 @@ fn subscribe_to_shard_pushes_records_as_an_event_stream() {
     if Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()) {
         let out = Command::new("curl")
             .args(["-s", "--http2-prior-knowledge", "--max-time", "2", "-o", "-", "-w", "%{http_version}"])
-            .args(["-H", "Content-Type: application/x-amz-json-1.1", "-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard"])
+            .args([
+                "-H",
+                "Content-Type: application/x-amz-json-1.1",
+                "-H",
+                "X-Amz-Target: Kinesis_20131202.SubscribeToShard",
+            ])
             .args(["--data", &req, &format!("http://{addr}/")])
             .output()
             .expect("curl");

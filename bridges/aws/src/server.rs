@@ -81,7 +81,7 @@ async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Respon
             Some((sqs::TARGET_PREFIX, action)) => services.sqs.handle_json(action, &body, &host).await,
             Some((kinesis::TARGET_PREFIX, action)) => {
                 services.kinesis.handle(action, &body, header(&parts.headers, "content-type")).await
-            },
+            }
             _ => json_error(sqs::NAMESPACE, &AwsError::UnknownOperation(format!("Unknown target {t}"))),
         },
         None => {
