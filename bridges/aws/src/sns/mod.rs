@@ -256,7 +256,7 @@ impl Inner {
             None | Some("") => 0,
             Some(t) => t.parse::<usize>().map_err(|_| SnsError::param("NextToken"))?,
         };
-        let end = (start + limit).min(items.len());
+        let end = start.saturating_add(limit).min(items.len());
         let page = items.get(start..end).map(<[T]>::to_vec).unwrap_or_default();
         Ok((page, (end < items.len()).then(|| end.to_string())))
     }
