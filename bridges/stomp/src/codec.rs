@@ -332,7 +332,7 @@ impl Decoder {
             None => {
                 let from = s.body_start + s.searched;
                 let window_end = buf.len().min(s.body_start + limits.max_body + 1);
-                match buf.get(from..window_end).and_then(|w| w.iter().position(|b| *b == 0)) {
+                match buf.get(from..window_end).and_then(|w| find_byte(0, w)) {
                     Some(i) => from + i,
                     None => {
                         let seen = buf.len().saturating_sub(s.body_start);
@@ -373,10 +373,74 @@ fn find_eol(
     too_long: impl FnOnce() -> DecodeError,
 ) -> Result<Option<usize>, DecodeError> {
     let window_end = buf.len().min(from + max + 2);
-    match buf[from..window_end].iter().position(|b| *b == b'\n') {
+    match find_byte(b'\n', &buf[from..window_end]) {
         Some(i) => Ok(Some(from + i)),
         None if buf.len() - from > max + 1 => Err(too_long()),
         None => Ok(None),
+    }
+}
+
+/// Word-at-a-time byte search: these scans (line ends, colons, escapes) are most of the codec's
+/// work, and a byte-by-byte loop costs several instructions per byte.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Nonzero iff some byte of `word` equals `b`.
+#[inline]
+fn has_byte(word: u64, b: u8) -> u64 {
+    let x = word ^ (LO * u64::from(b));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Index of the first `needle` in `hay`.
+fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    find_first(hay, |w| has_byte(w, needle) != 0, |b| b == needle)
+}
+
+/// Index of the first byte that 1.1/1.2 header escaping changes (`\n`, `\r`, `:`, `\\`).
+fn first_special(bytes: &[u8]) -> Option<usize> {
+    let word_has = |w| (has_byte(w, b'\n') | has_byte(w, b'\r') | has_byte(w, b':') | has_byte(w, b'\\')) != 0;
+    find_first(bytes, word_has, |b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))
+}
+
+/// The first byte matching `byte_is`, checking whole 8-byte words with `word_has` first (which
+/// may only say "somewhere in this word").
+#[inline]
+fn find_first(hay: &[u8], word_has: impl Fn(u64) -> bool, byte_is: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if word_has(u64::from_le_bytes(word)) {
+            return chunk.iter().position(|b| byte_is(*b)).map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|b| byte_is(*b)).map(|i| at + i)
+}
+
+/// Lines of a header block, split at LF (like `split(b'\n')`, without the empty tail).
+struct Lines<'a>(&'a [u8]);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let rest = self.0;
+        match find_byte(b'\n', rest) {
+            Some(i) => {
+                self.0 = &rest[i + 1..];
+                Some(&rest[..i])
+            }
+            None => {
+                self.0 = &[];
+                Some(rest)
+            }
+        }
     }
 }
 
@@ -411,7 +475,7 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, DecodeError
         if count > limits.max_headers {
             return Err(DecodeError::TooManyHeaders { max: limits.max_headers });
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = find_byte(b':', line) else {
             return Err(DecodeError::MissingColon { line: count });
         };
         if content_length.is_none() && &line[..colon] == b"content-length" {
@@ -430,7 +494,7 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, DecodeError
 
 /// Parse an already scanned head (command line + headers + blank line).
 fn parse_frame(head: &[u8], body: &[u8], version: Version, count: usize) -> Result<Frame, DecodeError> {
-    let mut lines = head.split(|b| *b == b'\n').map(trim_cr);
+    let mut lines = Lines(head).map(trim_cr);
     let command = lines.next().and_then(Command::parse).ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
     let escape = if command.escapes_headers() { version } else { Version::V1_0 };
     let mut headers = Vec::with_capacity(count);
@@ -439,7 +503,7 @@ fn parse_frame(head: &[u8], body: &[u8], version: Version, count: usize) -> Resu
             break;
         }
         let n = i + 1;
-        let colon = line.iter().position(|b| *b == b':').ok_or(DecodeError::MissingColon { line: n })?;
+        let colon = find_byte(b':', line).ok_or(DecodeError::MissingColon { line: n })?;
         let name = unescape(&line[..colon], escape, n)?;
         let mut value = unescape(&line[colon + 1..], escape, n)?;
         if version == Version::V1_0 {
@@ -504,7 +568,7 @@ fn put_escaped(out: &mut BytesMut, s: &str, version: Version, is_name: bool) {
     let bytes = s.as_bytes();
     // Most names and values need no escaping (ids, numbers, destinations): one copy. Bytes
     // before the first special one are written as-is in every version.
-    let Some(first) = bytes.iter().position(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\')) else {
+    let Some(first) = first_special(bytes) else {
         out.put_slice(bytes);
         return;
     };
@@ -694,6 +758,22 @@ mod tests {
         out.clear();
         encode(&f, Version::V1_2, &mut out);
         assert_eq!(&out[..], b"MESSAGE\nack:T_s@@1\ndestination:/queue/a\\cb\n\n\0");
+    }
+
+    proptest! {
+        #[test]
+        fn word_scans_match_bytewise(hay in prop::collection::vec(prop::sample::select(b"ab\n\r:\\\0x".to_vec()), 0..40),
+                                     skip in 0usize..8) {
+            let hay = &hay[skip.min(hay.len())..];
+            for needle in [b'\n', b':', 0u8, b'x'] {
+                prop_assert_eq!(find_byte(needle, hay), hay.iter().position(|b| *b == needle));
+            }
+            prop_assert_eq!(first_special(hay), hay.iter().position(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\')));
+            let naive: Vec<&[u8]> = hay.split(|b| *b == b'\n').collect();
+            let ours: Vec<&[u8]> = Lines(hay).collect();
+            let expect = if hay.last() == Some(&b'\n') || hay.is_empty() { &naive[..naive.len() - 1] } else { &naive[..] };
+            prop_assert_eq!(&ours[..], expect);
+        }
     }
 
     fn arb_command() -> impl Strategy<Value = Command> {

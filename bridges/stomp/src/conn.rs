@@ -37,14 +37,6 @@ const EVENTS_PER_TURN: usize = 512;
 const LINGER: Duration = Duration::from_secs(2);
 /// A client missing heart-beats is given this many intervals before it is dropped.
 const HEART_BEAT_GRACE: u32 = 2;
-/// Room made in the read buffer before a read when less than [`MIN_SPARE`] is left, so a busy
-/// publisher's frames arrive in a few large reads rather than many small ones (each is a syscall).
-const READ_CHUNK: usize = 64 * 1024;
-/// Spare room in the read buffer below which it is grown by [`READ_CHUNK`].
-const MIN_SPARE: usize = 4 * 1024;
-/// A read smaller than this that leaves nothing buffered marks the connection as quiet: its read
-/// buffer is given back, so idle connections hold none.
-const QUIET_READ: usize = 2 * 1024;
 
 pub use switchyard_kit::CloseReason;
 
@@ -102,7 +94,7 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut blocked = broker.memory().subscribe();
         let mut synced = broker.message_log().synced();
         self.session.release_receipts(*synced.borrow_and_update());
@@ -141,16 +133,12 @@ impl Conn {
                     self.fail(StompError::new("Server shutdown", "The broker is shutting down\n"), None);
                     self.close = Some(CloseReason::Shutdown);
                 }
-                read = read_some(&mut stream, &mut buf), if !paused => {
-                    let read = read?;
-                    if read == 0 {
+                read = stream.read_buf(&mut buf), if !paused => {
+                    if read? == 0 {
                         return Ok(CloseReason::PeerGone);
                     }
                     last_read = Instant::now();
                     self.handle_bytes(&mut buf, &mut events);
-                    if buf.is_empty() && read < QUIET_READ {
-                        buf = BytesMut::new();
-                    }
                 }
                 Some(ev) = events.recv(), if self.session.is_connected() => {
                     self.session.handle_event(ev);
@@ -231,15 +219,6 @@ impl Conn {
         self.session.send_error(&e, receipt);
         self.close = Some(CloseReason::ProtocolError);
     }
-}
-
-/// Reads once into `buf`, first making room for [`READ_CHUNK`] bytes when less than
-/// [`MIN_SPARE`] is spare (tokio's `read_buf` alone grows a full buffer 64 bytes at a time).
-async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < MIN_SPARE {
-        buf.reserve(READ_CHUNK);
-    }
-    stream.read_buf(buf).await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
