@@ -408,10 +408,8 @@ async fn read_into(stream: Arc<Stream>, q: Arc<Queue>, start: Start, window: u64
     if let Start::Last = start {
         // RabbitMQ's `last`: from the newest record (per shard here).
         for (shard, next) in cursors.iter_mut() {
-            if let Ok(b) = stream.read(*shard, 0, usize::MAX, u64::MAX, now_ms())
-                && let Some(r) = b.records.last()
-            {
-                *next = r.sequence.counter;
+            if let Some(last) = stream.with_state(|st| st.last_visible(*shard)) {
+                *next = last;
             }
         }
     }

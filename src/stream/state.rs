@@ -601,6 +601,13 @@ impl StreamState {
         })
     }
 
+    /// The counter of the newest readable record of `shard`, if any.
+    pub fn last_visible(&self, shard: u32) -> Option<u64> {
+        let s = self.shards.get(&shard)?;
+        let n = s.visible_len();
+        n.checked_sub(1).map(|i| s.entries[i].counter)
+    }
+
     /// Where to read up to `max_records` records (and about `max_bytes`, at least one record)
     /// of `shard` from counter `from`.
     pub fn locate(&self, shard: u32, from: u64, max_records: usize, max_bytes: u64) -> Result<Located, StreamError> {

@@ -110,6 +110,8 @@ fn reads_are_bounded_by_records_and_bytes_but_return_at_least_one() {
     assert_eq!(loc.next_arrival, None);
     let loc = s.locate(0, 0, 4, u64::MAX).expect("locate");
     assert_eq!(loc.next_arrival, Some(1));
+    assert_eq!(s.last_visible(0), Some(9));
+    assert_eq!(s.last_visible(7), None);
 }
 
 #[test]
