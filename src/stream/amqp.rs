@@ -420,7 +420,8 @@ async fn read_into(stream: Arc<Stream>, q: Arc<Queue>, start: Start, window: u64
         }
         let ready = q.counts().ready;
         if ready >= window {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Full: the consumer still has a prefetch worth buffered, so a coarse poll is enough.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
         let room = (window - ready) as usize;
