@@ -1166,7 +1166,10 @@ impl Handle {
 }
 
 fn ok(v: Value) -> Response {
-    let mut resp = (StatusCode::OK, v.to_string()).into_response();
+    // `to_vec` writes straight into a buffer; `to_string` goes through `fmt::Display`, which
+    // cost ~11 % of the broker's instructions per message (callgrind).
+    let body = serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
     resp
 }
