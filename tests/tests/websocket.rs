@@ -713,11 +713,12 @@ async fn a_stalled_browser_does_not_hurt_the_broker() {
     // Its rate is the publisher's: it finishes right after the last publish. (The publish
     // rate itself is what a debug-built lapin reaches on a busy machine; it is printed.)
     let lag = took.as_secs_f64() - publish_secs;
-    assert!(lag < 1.5, "the other consumer fell {lag:.2}s behind the publisher");
+    assert!(lag < 3.0, "the other consumer fell {lag:.2}s behind the publisher");
     // 50,000 x 1 KiB = 50 MiB went to the stalled browser; it may hold the outbox (4 MiB)
     // plus socket buffers, not the stream.
     assert!(peak < rss_before + 48 * 1024, "RSS grew from {rss_before} KiB to {peak} KiB");
     // The live consumer of another topic got all 50 ticks.
+    eprintln!("checking the bystander's ticks");
     for _ in 0..(total / 1000) {
         let m = next_of(&mut bystander, "message").await;
         assert_eq!(m["routing_key"], "side.tick");
@@ -725,6 +726,7 @@ async fn a_stalled_browser_does_not_hurt_the_broker() {
 
     // Reading again, the stalled browser sees the drop counter: every message written after
     // the drops carries the running total; the pong comes after everything buffered.
+    eprintln!("draining the stalled browser");
     send_json(&mut stalled, json!({"type": "ping", "req": "end"})).await;
     let (mut dropped, mut received) = (0, 0u64);
     loop {

@@ -116,6 +116,9 @@ struct OutState {
 struct Outbox {
     state: Mutex<OutState>,
     notify: Notify,
+    /// Told when the writer takes an item out of a full outbox (the main task stops
+    /// reading requests while it is full).
+    room: Notify,
     max_items: usize,
     max_bytes: usize,
 }
@@ -198,9 +201,13 @@ async fn writer(mut sink: SplitSink<WebSocket, WsMessage>, outbox: Arc<Outbox>) 
     loop {
         let (next, close, more) = {
             let mut st = outbox.state.lock();
+            let was_full = Outbox::full(&st, outbox.max_items, outbox.max_bytes, 0);
             let item = st.items.pop_front();
             if let Some(i) = &item {
                 st.bytes -= i.size();
+                if was_full {
+                    outbox.room.notify_one();
+                }
             }
             let close = if item.is_none() { st.close.take() } else { None };
             (item, close, !st.items.is_empty())
@@ -312,6 +319,7 @@ pub(crate) async fn serve_live(
     let outbox = Arc::new(Outbox {
         state: Mutex::new(OutState::default()),
         notify: Notify::new(),
+        room: Notify::new(),
         max_items: cfg.outbound_max_messages.max(1),
         max_bytes: cfg.outbound_max_bytes.max(ITEM_OVERHEAD),
     });
@@ -352,6 +360,7 @@ pub(crate) async fn serve_live(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => outbox.close(close_code::AWAY, "server shutdown"),
+            _ = outbox.room.notified(), if paused => {}
             _ = &mut writer_task => {
                 writer_done = true;
                 break;
