@@ -77,7 +77,9 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = handle(stream, peer, shutdown.child_token());
+        // Boxed: an async block that captures a future and awaits it keeps room for it twice
+        // (the captured value and the awaited state), which doubled every idle connection's cost.
+        let conn = Box::pin(handle(stream, peer, shutdown.child_token()));
         tracker.spawn(async move {
             conn.await;
             drop(permit);

@@ -390,3 +390,25 @@ fn handle_event(session: &mut Session, ev: ConsumerEvent) {
         ConsumerEvent::Cancelled { consumer } => session.consumer_cancelled(consumer),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs what its task's future weighs, so the future's size is watched:
+    /// the target is under 8 KiB of broker memory per idle MQTT connection, all included.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = switchyard::CoreConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = switchyard::Broker::open(cfg).await.expect("broker");
+        let shared = Shared::new(broker.handle(), crate::config::MqttConfig::default());
+        let (stream, _peer) = tokio::io::duplex(64);
+        let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let future = serve_connection(stream, peer, shared, CancellationToken::new());
+        let size = std::mem::size_of_val(&future);
+        eprintln!("serve_connection future: {size} bytes");
+        // 4.2 KB in a debug build when written; the whole idle connection measured 7.2 KB (release).
+        assert!(size <= 6 * 1024, "serve_connection's future grew to {size} bytes");
+    }
+}
