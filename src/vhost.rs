@@ -763,6 +763,11 @@ impl VHost {
         keys: &[String],
         message: &Message,
     ) -> Vec<(Arc<Queue>, Option<Arc<Message>>)> {
+        // The default exchange with one routing key (no CC/BCC) names exactly one queue and has
+        // no alternate: the common case needs no sets or work list.
+        if let ([key], true) = (keys, start.name.is_empty()) {
+            return self.queue(key).map(|q| vec![(q, None)]).unwrap_or_default();
+        }
         let headers = message.properties.headers.as_ref();
         let mut seen_ex: HashSet<String> = HashSet::new();
         let mut seen_q: HashSet<String> = HashSet::new();

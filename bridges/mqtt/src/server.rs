@@ -24,7 +24,11 @@ pub async fn serve(
 
 /// Serve MQTT on `listener` with a session registry other transports share (MQTT over
 /// WebSocket), so a client id is one session whichever way it connects.
-pub async fn serve_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve_shared(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let max_connections = shared.cfg.max_connections;
     switchyard_kit::serve_tcp(listener, "mqtt", max_connections, shutdown, move |stream, peer, token| {
         serve_connection(stream, peer, Arc::clone(&shared), token)
