@@ -133,6 +133,14 @@ pub struct Cli {
     #[arg(long)]
     pub quiet: bool,
 
+    /// Kinesis: records per `PutRecords` request (1–500; also capped at ~5 MiB of data).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+
+    /// Kinesis: shards of the stream created for the run (provisioned mode, 1–500).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+
     /// Tokio worker threads of the load generator (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 pub mod amqp_raw;
+pub mod kinesis;
 pub mod mqtt;
 pub mod sqs;
 pub mod stomp;

@@ -1,0 +1,83 @@
+//! Shared by the `loadgen_<protocol>` tests: builds (or finds) the load generator, runs it
+//! against a test broker and checks its JSON record.
+//!
+//! Which loadgen: `$LOADGEN_BIN` if set, else `<target>/debug/loadgen`, built first with
+//! `cargo build -p switchyard-bench --bin loadgen` (a no-op when it is fresh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_tests::{Broker, repo_root, run_with_timeout, target_dir};
+
+/// How long one loadgen run may take (debug builds on a busy 2-core machine).
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The loadgen binary, built once per test process.
+pub fn loadgen_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("LOADGEN_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(&cargo)
+            .args(["build", "-p", "switchyard-bench", "--bin", "loadgen"])
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", Path::new(&cargo).display()));
+        assert!(
+            output.status.success(),
+            "cargo build -p switchyard-bench failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = target_dir().join("debug").join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "cargo build did not produce {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Runs `loadgen <args> --protocol <protocol> --url <url>` against `broker`; returns its JSON
+/// record. Panics (with loadgen's stderr and the broker log) if it fails or times out.
+pub fn loadgen(broker: &Broker, protocol: &str, url: &str, args: &[&str]) -> Value {
+    let mut cmd = Command::new(loadgen_bin());
+    cmd.args(args).args(["--protocol", protocol, "--url", url, "--no-progress", "--quiet", "--drain-timeout", "30"]);
+    if let Some(pid) = broker.pid() {
+        cmd.args(["--broker-pid", &pid.to_string()]);
+    }
+    let output = run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|out| {
+        panic!(
+            "loadgen {args:?} timed out\nstderr: {}\nbroker log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            broker.logs()
+        )
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen {args:?} failed ({})\nstdout: {stdout}\nstderr: {}\nbroker log:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        broker.logs()
+    );
+    let line = stdout.lines().rfind(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line in {stdout:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from loadgen ({e}): {line}"))
+}
+
+/// A numeric field of a record.
+pub fn count(rec: &Value, field: &str) -> u64 {
+    rec[field].as_u64().unwrap_or_else(|| panic!("no numeric '{field}' in {rec}"))
+}
+
+/// Every sent message was received `copies` times, nothing missing, no errors, over `protocol`.
+pub fn assert_complete(rec: &Value, protocol: &str, sent: u64, copies: u64) {
+    assert_eq!(rec["protocol"], protocol, "{rec}");
+    assert_eq!(count(rec, "errors"), 0, "errors: {}", rec["first_error"]);
+    assert_eq!(count(rec, "sent"), sent, "{rec}");
+    assert_eq!(count(rec, "received"), sent * copies, "{rec}");
+    assert_eq!(count(rec, "missing"), 0, "{rec}");
+}
