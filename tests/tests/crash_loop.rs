@@ -5,7 +5,8 @@
 //! with its body intact, and every restart must have recovered.
 //!
 //! CI runs 20 kills (`CRASH_KILLS`, default 20). The long run is documented in
-//! `docs/durability.md`: `CRASH_KILLS=1000 cargo nextest run -p switchyard-tests --test crash_loop`.
+//! `docs/durability.md`: `CRASH_KILLS=1000 cargo test -p switchyard-tests --test crash_loop -- --nocapture`
+//! (`cargo test`: nextest's profile kills a test after 5 minutes).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
