@@ -246,7 +246,8 @@ fn stamp_of_base64(data: &str) -> Option<u64> {
     for (i, quad) in head.chunks_exact(4).enumerate() {
         let mut n = 0u32;
         for &c in quad {
-            n = (n << 6) | b64_value(c)?;
+            // Padding (an 8-byte record ends in `=`) stands for zero bits here.
+            n = (n << 6) | if c == b'=' { 0 } else { b64_value(c)? };
         }
         bytes[i * 3] = (n >> 16) as u8;
         bytes[i * 3 + 1] = (n >> 8) as u8;

@@ -10,6 +10,7 @@ pub mod kinesis;
 pub mod mqtt;
 pub mod sqs;
 pub mod stomp;
+pub mod ws;
 
 use std::future::Future;
 

@@ -20,6 +20,10 @@
 //! - Bodies are binary with `content-length` (the first 8 bytes are the send stamp).
 //! - Closing: DISCONNECT with a receipt, and the socket is closed only once that RECEIPT arrived,
 //!   so the broker has processed every earlier frame.
+//!
+//! The same client runs over WebSocket (`ws-stomp`, [`StompBackend::new_ws`]): the socket is
+//! then a [`super::ws`] byte stream, `ws://[user:pass@]host:port/path` with subprotocol
+//! `v12.stomp` (vhost `/`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,9 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -45,6 +48,11 @@ const MAX_FRAME: usize = 64 << 20;
 /// The receipt id of the DISCONNECT frame (SEND receipts are numbers, so it cannot clash).
 const CLOSE_RECEIPT: &[u8] = b"loadgen-close";
 
+/// The read half of a connection: a TCP socket or a WebSocket byte stream.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection: a TCP socket or a WebSocket byte stream.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A STOMP broker at one address.
 #[derive(Debug)]
 pub struct StompBackend {
@@ -52,6 +60,8 @@ pub struct StompBackend {
     login: String,
     passcode: String,
     vhost: String,
+    /// STOMP over this WebSocket endpoint instead of plain TCP.
+    ws: Option<super::ws::WsTarget>,
 }
 
 impl StompBackend {
@@ -88,7 +98,26 @@ impl StompBackend {
                 bail!("the {what} in STOMP URL {url:?} contains a line break or NUL");
             }
         }
-        Ok(Self { addr: format!("{host}:{port}"), login, passcode, vhost })
+        Ok(Self { addr: format!("{host}:{port}"), login, passcode, vhost, ws: None })
+    }
+
+    /// STOMP over WebSocket: parses `ws://[user[:pass]@]host[:port][/path]` (login
+    /// `guest`/`guest` by default, vhost `/`, subprotocol `v12.stomp`).
+    pub fn new_ws(url: &str) -> anyhow::Result<Self> {
+        let (target, userinfo) = super::ws::WsTarget::parse(url, "v12.stomp")?;
+        let (login, passcode) = match userinfo {
+            Some(info) => {
+                let (user, pass) = info.split_once(':').unwrap_or((&info, ""));
+                (percent_decode(user)?, percent_decode(pass)?)
+            }
+            None => ("guest".to_owned(), "guest".to_owned()),
+        };
+        for (what, value) in [("login", &login), ("passcode", &passcode)] {
+            if value.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0)) {
+                bail!("the {what} in URL {url:?} contains a line break or NUL");
+            }
+        }
+        Ok(Self { addr: target.addr.clone(), login, passcode, vhost: "/".to_owned(), ws: Some(target) })
     }
 
     /// The STOMP destination of consumer/producer traffic.
@@ -101,13 +130,22 @@ impl StompBackend {
 
     /// Connects and waits for CONNECTED; returns the socket split into a frame reader and the
     /// write half.
-    async fn connect(&self) -> anyhow::Result<(FrameReader, OwnedWriteHalf)> {
-        let socket = tokio::time::timeout(TIMEOUT, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| anyhow!("connecting to {} timed out", self.addr))?
-            .with_context(|| format!("connecting to {}", self.addr))?;
-        socket.set_nodelay(true)?;
-        let (rd, mut wr) = socket.into_split();
+    async fn connect(&self) -> anyhow::Result<(FrameReader, WriteHalf)> {
+        let (rd, mut wr): (ReadHalf, WriteHalf) = match &self.ws {
+            Some(target) => {
+                let (rd, wr) = target.connect().await?;
+                (Box::new(rd), Box::new(wr))
+            }
+            None => {
+                let socket = tokio::time::timeout(TIMEOUT, TcpStream::connect(&self.addr))
+                    .await
+                    .map_err(|_| anyhow!("connecting to {} timed out", self.addr))?
+                    .with_context(|| format!("connecting to {}", self.addr))?;
+                socket.set_nodelay(true)?;
+                let (rd, wr) = socket.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         // CONNECT headers are never escaped (STOMP 1.2).
         let mut connect = Vec::with_capacity(128);
         connect.extend_from_slice(b"CONNECT\naccept-version:1.2\nhost:");
@@ -212,14 +250,14 @@ struct FrameAt {
 
 /// Buffered frame parser over the read half.
 struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl FrameReader {
-    fn new(rd: OwnedReadHalf) -> Self {
+    fn new(rd: ReadHalf) -> Self {
         Self { rd, buf: vec![0; 256 * 1024], start: 0, end: 0 }
     }
 
@@ -380,7 +418,7 @@ struct Outbox {
 
 impl Outbox {
     /// An outbox and its writer task on `wr`.
-    fn start(wr: OwnedWriteHalf) -> (Arc<Self>, JoinHandle<()>) {
+    fn start(wr: WriteHalf) -> (Arc<Self>, JoinHandle<()>) {
         let outbox = Arc::new(Self {
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
             wake_writer: Notify::new(),
@@ -443,7 +481,7 @@ impl Outbox {
         .map_err(|_| anyhow!("the broker did not take our writes within {TIMEOUT:?}"))?
     }
 
-    async fn write_loop(self: Arc<Self>, mut wr: OwnedWriteHalf) {
+    async fn write_loop(self: Arc<Self>, mut wr: WriteHalf) {
         let mut spare = Vec::with_capacity(64 * 1024);
         loop {
             {
@@ -823,7 +861,7 @@ impl Consumer for StompConsumer {
 /// An idle STOMP connection: CONNECTED received (heart-beats off), socket held.
 pub struct IdleStomp {
     _reader: FrameReader,
-    _writer: OwnedWriteHalf,
+    _writer: WriteHalf,
 }
 
 #[cfg(test)]
@@ -864,7 +902,7 @@ mod tests {
         let client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let (rd, _wr) = client.into_split();
-        let mut reader = FrameReader::new(rd);
+        let mut reader = FrameReader::new(Box::new(rd));
         reader.buf = vec![0; 16]; // small, so frames straddle reads and the buffer grows
         // Write in small pieces so frames arrive split.
         for chunk in bytes.chunks(7) {
