@@ -896,11 +896,7 @@ fn put_binary(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Write a UTF-8 string, truncated on a char boundary to fit a length prefix.
 fn put_string(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    put_binary(out, &s.as_bytes()[..end]);
+    put_binary(out, wire_str(s));
 }
 
 fn encode_properties(p: &Properties, out: &mut Vec<u8>) {
@@ -1005,23 +1001,60 @@ fn header(out: &mut BytesMut, first: u8, remaining: usize) {
     put_varint(out, remaining.min(MAX_REMAINING_LENGTH) as u32);
 }
 
-/// Encode the variable header of a PUBLISH (everything before the payload).
-fn publish_head(p: &Publish, v5: bool) -> Vec<u8> {
-    let mut h = Vec::with_capacity(p.topic.len() + 16);
-    put_string(&mut h, &p.topic);
-    if let Some(id) = p.packet_id {
-        h.put_u16(id);
+/// The bytes [`put_string`] writes for `s` after its length prefix: `s` truncated on a
+/// char boundary to at most 65535 bytes.
+fn wire_str(s: &str) -> &[u8] {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
+    &s.as_bytes()[..end]
+}
+
+/// The encoded MQTT 5 properties of a PUBLISH (length included); empty for 3.x.
+fn publish_properties(p: &Publish, v5: bool) -> Vec<u8> {
+    let mut props = Vec::new();
     if v5 {
-        encode_properties(&p.properties, &mut h);
+        encode_properties(&p.properties, &mut props);
     }
-    h
+    props
+}
+
+/// The remaining length of a PUBLISH whose encoded properties are `props`.
+fn publish_remaining(p: &Publish, props: &[u8]) -> usize {
+    2 + wire_str(&p.topic).len() + if p.packet_id.is_some() { 2 } else { 0 } + props.len() + p.payload.len()
 }
 
 /// The encoded size of `p` (fixed header included), for maximum-packet-size checks.
 pub fn publish_size(p: &Publish, protocol: Protocol) -> usize {
-    let remaining = publish_head(p, protocol.is_v5()).len() + p.payload.len();
+    let remaining = publish_remaining(p, &publish_properties(p, protocol.is_v5()));
     1 + varint_len(remaining as u32) + remaining
+}
+
+impl Publish {
+    /// Append the wire form of this PUBLISH for a connection speaking `protocol`,
+    /// written straight into `out` (the same bytes as [`Packet::encode`] gives).
+    pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
+        let props = publish_properties(self, protocol.is_v5());
+        let mut first = 0x30 | ((self.qos as u8) << 1);
+        if self.dup {
+            first |= 0x08;
+        }
+        if self.retain {
+            first |= 0x01;
+        }
+        let remaining = publish_remaining(self, &props);
+        out.reserve(5 + remaining);
+        header(out, first, remaining);
+        let topic = wire_str(&self.topic);
+        out.put_u16(topic.len() as u16);
+        out.extend_from_slice(topic);
+        if let Some(id) = self.packet_id {
+            out.put_u16(id);
+        }
+        out.extend_from_slice(&props);
+        out.extend_from_slice(&self.payload);
+    }
 }
 
 impl Packet {
@@ -1085,17 +1118,7 @@ impl Packet {
                 0x20
             }
             Packet::Publish(p) => {
-                let head = publish_head(p, v5);
-                let mut first = 0x30 | ((p.qos as u8) << 1);
-                if p.dup {
-                    first |= 0x08;
-                }
-                if p.retain {
-                    first |= 0x01;
-                }
-                header(out, first, head.len() + p.payload.len());
-                out.extend_from_slice(&head);
-                out.extend_from_slice(&p.payload);
+                p.encode(protocol, out);
                 return;
             }
             Packet::PubAck(a) => encode_ack(a, v5, &mut b, 0x40),

@@ -858,7 +858,7 @@ impl Session {
             };
             p.packet_id = Some(id);
         }
-        if publish_size(&p, self.protocol) > self.client_max_packet {
+        if self.client_max_packet != usize::MAX && publish_size(&p, self.protocol) > self.client_max_packet {
             // MQTT-3.1.2-25: drop what the client cannot take, as if it was delivered.
             tracing::debug!(client = %self.client_id, topic = %p.topic, "message exceeds the client's maximum packet size; dropped");
             if let Some((q, lease, _, _)) = lease {
@@ -878,7 +878,7 @@ impl Session {
         }
         let qos = p.qos;
         let id = p.packet_id;
-        self.send(&Packet::Publish(Box::new(p)));
+        p.encode(self.protocol, &mut self.out);
         match (qos, id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 if let Some((q, lease, _, _)) = lease {

@@ -85,6 +85,10 @@ pub fn parse_shared(filter: &str) -> Result<Option<Shared<'_>>, TopicError> {
 /// True if topic `name` matches `filter` by MQTT's rules, including MQTT-4.7.2-1:
 /// names starting with `$` are not matched by a filter starting with a wildcard.
 pub fn matches(filter: &str, name: &str) -> bool {
+    if !filter.bytes().any(|b| b == b'+' || b == b'#') {
+        // No wildcard: the levels match exactly when the strings do.
+        return filter == name;
+    }
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
@@ -101,30 +105,42 @@ pub fn matches(filter: &str, name: &str) -> bool {
     }
 }
 
+/// Copy `s`, replacing each ASCII byte for which `map` returns a char. The bytes
+/// mapped are ASCII, so every split falls on a char boundary; runs of unmapped bytes
+/// are copied whole, and the result is allocated once.
+fn map_ascii(s: &str, map: impl Fn(u8) -> Option<char>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(c) = map(b) {
+            out.push_str(&s[start..i]);
+            out.push(c);
+            start = i + 1;
+        }
+    }
+    out.push_str(&s[start..]);
+    out
+}
+
 /// Swap `/` and `.` and map `+` to `*`: an MQTT topic or filter as an AMQP routing
 /// or binding key.
 pub fn to_routing_key(topic: &str) -> String {
-    topic
-        .chars()
-        .map(|c| match c {
-            '/' => '.',
-            '.' => '/',
-            '+' => '*',
-            other => other,
-        })
-        .collect()
+    map_ascii(topic, |b| match b {
+        b'/' => Some('.'),
+        b'.' => Some('/'),
+        b'+' => Some('*'),
+        _ => None,
+    })
 }
 
 /// The inverse of [`to_routing_key`] for routing keys: swap `.` and `/`. A `*` in a
 /// routing key is a literal character and stays one.
 pub fn from_routing_key(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '.' => '/',
-            '/' => '.',
-            other => other,
-        })
-        .collect()
+    map_ascii(key, |b| match b {
+        b'.' => Some('/'),
+        b'/' => Some('.'),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -182,11 +198,14 @@ mod tests {
         assert_eq!(from_routing_key("spBv1/0.g.NDATA.n"), "spBv1.0/g/NDATA/n");
         assert_eq!(from_routing_key("a.b.c"), "a/b/c");
         assert_eq!(to_routing_key("/a/"), ".a.");
+        assert_eq!(to_routing_key("ü/é.+"), "ü.é/*");
+        assert_eq!(from_routing_key("ü.é/*"), "ü/é.*");
+        assert_eq!(to_routing_key(""), "");
     }
 
     proptest::proptest! {
         #[test]
-        fn routing_key_mapping_round_trips(t in "[a-z./$ ]{0,20}") {
+        fn routing_key_mapping_round_trips(t in "[a-zé./$ ]{0,20}") {
             proptest::prop_assert_eq!(from_routing_key(&to_routing_key(&t)), t);
         }
     }

@@ -80,6 +80,12 @@ struct Subscription {
     local_filter: Option<Arc<Selector>>,
     /// The durable subscription queue, deleted by an UNSUBSCRIBE that says so.
     durable_queue: Option<String>,
+    /// `T_<sub>@@<session>@@`: the message id of every MESSAGE for this subscription
+    /// without its delivery tag, built once.
+    id_prefix: String,
+    /// The last `destination` header sent and the (exchange, routing key) it was
+    /// formatted from, so consecutive messages from one destination format it once.
+    last_destination: Option<(String, String, String)>,
 }
 
 struct Pending {
@@ -107,6 +113,22 @@ struct Open {
     transactions: HashMap<String, Vec<TxAction>>,
     /// `/temp-queue/<n>` name → the queue created for it.
     temp_queues: HashMap<String, String>,
+    /// `/queue/<name>` destinations this session declared with default settings (a SEND
+    /// or SUBSCRIBE without declaring headers), so a repeat only checks that the queue
+    /// is still the one declared instead of declaring again. At most
+    /// [`DECLARED_CACHE_MAX`] entries.
+    declared: HashMap<String, Arc<Queue>>,
+}
+
+/// Most entries in [`Open::declared`]; the cache starts over when full.
+const DECLARED_CACHE_MAX: usize = 64;
+
+/// Headers that change how a `/queue/` destination is declared (see [`queue_arguments`]).
+fn declares_with_settings(frame: &Frame) -> bool {
+    frame
+        .headers
+        .iter()
+        .any(|(k, _)| k.starts_with("x-") || matches!(k.as_str(), "durable" | "exclusive" | "auto-delete"))
 }
 
 /// What the connection should do after a frame.
@@ -323,6 +345,7 @@ impl Session {
             pending: BTreeMap::new(),
             transactions: HashMap::new(),
             temp_queues: HashMap::new(),
+            declared: HashMap::new(),
         });
         let connected = Frame::new(Command::Connected)
             .with("server", format!("Switchyard/{}", env!("CARGO_PKG_VERSION")))
@@ -387,6 +410,19 @@ impl Session {
     /// Declare `/queue/<name>`: durable, shared, kept (RabbitMQ's defaults), unless
     /// the frame's `durable`/`auto-delete`/`exclusive` headers say otherwise.
     fn declare_queue(&mut self, name: &str, frame: &Frame) -> Result<(), StompError> {
+        let plain = !declares_with_settings(frame);
+        if plain {
+            let open = self.open_mut()?;
+            if let Some(q) = open.declared.get(name) {
+                if open.vhost.queue(name).is_some_and(|live| Arc::ptr_eq(&live, q)) {
+                    // The same queue, declared with the same (default) settings by this
+                    // session: declaring again would only record the use.
+                    q.touch();
+                    return Ok(());
+                }
+                open.declared.remove(name);
+            }
+        }
         let flag = |h: &str, default: bool| frame.header(h).map_or(default, |v| v.eq_ignore_ascii_case("true"));
         let spec = QueueSpec {
             name: name.to_string(),
@@ -398,6 +434,12 @@ impl Session {
         };
         let open = self.open_mut()?;
         open.vhost.declare_queue(spec, &open.ctx)?;
+        if plain && let Some(q) = open.vhost.queue(name) {
+            if open.declared.len() >= DECLARED_CACHE_MAX {
+                open.declared.clear();
+            }
+            open.declared.insert(name.to_string(), q);
+        }
         Ok(())
     }
 
@@ -418,12 +460,14 @@ impl Session {
         open.subscriptions.insert(
             id.clone(),
             Subscription {
+                id_prefix: message_id_prefix(&id, &open.session_id),
                 client_id: Some(id),
                 queue,
                 consumer,
                 ack: AckMode::Auto,
                 local_filter: None,
                 durable_queue: None,
+                last_destination: None,
             },
         );
         open.temp_queues.insert(name.to_string(), declared.name.clone());
@@ -498,9 +542,12 @@ impl Session {
         };
         let (queue, consumer) = open.vhost.consume(&queue_name, spec, sink, &open.ctx)?;
         open.by_consumer.insert(consumer, sub_id.clone());
+        let id_prefix = message_id_prefix(&sub_id, &open.session_id);
         open.subscriptions.insert(
             sub_id,
             Subscription {
+                id_prefix,
+                last_destination: None,
                 client_id: id.map(str::to_string),
                 queue,
                 consumer,
@@ -714,7 +761,7 @@ impl Session {
                     return;
                 };
                 self.written.push((Arc::clone(&queue), consumer));
-                let Some(sub) = open.subscriptions.get(&sub_id) else { return };
+                let Some(sub) = open.subscriptions.get_mut(&sub_id) else { return };
                 if let Some(f) = &sub.local_filter
                     && !f.matches(&delivery.message)
                 {
@@ -725,7 +772,7 @@ impl Session {
                 }
                 let tag = open.next_tag;
                 open.next_tag += 1;
-                let frame = message_frame(&open.session_id, tag, &sub_id, sub, &delivery, version);
+                let frame = message_frame(tag, sub, &delivery, version);
                 let cumulative = sub.ack == AckMode::Client;
                 if let Some(lease) = delivery.lease {
                     open.pending.insert(tag, Pending { subscription: sub_id, cumulative, queue, lease });
@@ -810,29 +857,66 @@ impl Open {
     }
 }
 
+/// `T_<sub>@@<session>@@`, the delivery tag follows (see [`parse_message_id`]).
+fn message_id_prefix(sub_id: &str, session_id: &str) -> String {
+    format!("T_{sub_id}{ID_SEPARATOR}{session_id}{ID_SEPARATOR}")
+}
+
+/// Append the decimal digits of `n` to `s` (what `n.to_string()` gives, without the
+/// formatting machinery).
+fn push_decimal(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
+    }
+}
+
+/// `n` in decimal.
+fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_decimal(&mut s, n);
+    s
+}
+
 /// The MESSAGE frame for delivery `d` with delivery tag `tag`.
-fn message_frame(
-    session_id: &str,
-    tag: u64,
-    sub_id: &str,
-    sub: &Subscription,
-    d: &Delivery,
-    version: Version,
-) -> Frame {
-    let message_id = format!("T_{sub_id}{ID_SEPARATOR}{session_id}{ID_SEPARATOR}{tag}");
+fn message_frame(tag: u64, sub: &mut Subscription, d: &Delivery, version: Version) -> Frame {
+    let mut message_id = String::with_capacity(sub.id_prefix.len() + 20);
+    message_id.push_str(&sub.id_prefix);
+    push_decimal(&mut message_id, tag);
     let m = &d.message;
     let mut headers = Vec::with_capacity(12);
     if let Some(id) = &sub.client_id {
         headers.push(("subscription".to_string(), id.clone()));
     }
-    headers.push(("destination".to_string(), destination::format(&m.exchange, &m.routing_key)));
-    headers.push(("message-id".to_string(), message_id.clone()));
-    headers.push(("redelivered".to_string(), d.redelivered.to_string()));
+    let dest = match &sub.last_destination {
+        Some((x, rk, dest)) if *x == m.exchange && *rk == m.routing_key => dest.clone(),
+        _ => {
+            let dest = destination::format(&m.exchange, &m.routing_key);
+            sub.last_destination = Some((m.exchange.to_string(), m.routing_key.to_string(), dest.clone()));
+            dest
+        }
+    };
+    headers.push(("destination".to_string(), dest));
+    let redelivered = if d.redelivered { "true" } else { "false" };
     if version == Version::V1_2 && sub.ack != AckMode::Auto {
+        headers.push(("message-id".to_string(), message_id.clone()));
+        headers.push(("redelivered".to_string(), redelivered.to_string()));
         headers.push(("ack".to_string(), message_id));
+    } else {
+        headers.push(("message-id".to_string(), message_id));
+        headers.push(("redelivered".to_string(), redelivered.to_string()));
     }
     message_headers(&m.properties, d.enqueued_at, &mut headers);
-    headers.push(("content-length".to_string(), m.body.len().to_string()));
+    headers.push(("content-length".to_string(), decimal(m.body.len() as u64)));
     Frame { command: Command::Message, headers, body: m.body.clone() }
 }
 
@@ -879,6 +963,17 @@ fn digest(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_match_to_string() {
+        for n in [0u64, 7, 10, 99, 1024, 123_456_789, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+        let mut s = message_id_prefix("sub-0", "session-x");
+        push_decimal(&mut s, 42);
+        assert_eq!(s, "T_sub-0@@session-x@@42");
+        assert_eq!(parse_message_id(&s), Some(42));
+    }
 
     #[test]
     fn message_ids_parse() {
