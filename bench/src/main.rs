@@ -70,6 +70,7 @@ async fn run_with_protocol(cli: &Cli) -> anyhow::Result<Report> {
         Protocol::Mqtt => run_scenario(Arc::new(backend::mqtt::MqttBackend::new(&url)?), cli, &url).await,
         Protocol::Stomp => run_scenario(Arc::new(backend::stomp::StompBackend::new(&url)?), cli, &url).await,
         Protocol::Sqs => run_scenario(Arc::new(backend::sqs::SqsBackend::new(&url)?), cli, &url).await,
+        Protocol::WsMqtt => run_scenario(Arc::new(backend::ws_mqtt::WsMqttBackend::new(&url)?), cli, &url).await,
         Protocol::WsStomp => run_scenario(Arc::new(backend::stomp::StompBackend::new_ws(&url)?), cli, &url).await,
         Protocol::Kinesis => {
             let backend = backend::kinesis::KinesisBackend::new(&url, cli.batch, cli.shards, cli.consumers)?;

@@ -11,6 +11,7 @@ pub mod mqtt;
 pub mod sqs;
 pub mod stomp;
 pub mod ws;
+pub mod ws_mqtt;
 
 use std::future::Future;
 
