@@ -42,7 +42,6 @@ use crate::queue::config::{QueueConfig, QueueType};
 use crate::queue::state::{ConsumerId, ConsumerSpec, PublishOptions};
 use crate::queue::{ConsumerEvent, ConsumerSink, Queue};
 use crate::store::codec::{decode_message, encode_message};
-use crate::time::now_ms;
 use crate::vhost::{ClientContext, ConsumeSpec, Outcome, QueueSpec, VHost};
 
 /// Most messages the feeder holds unacknowledged (what it appends in one batch at most).
@@ -117,7 +116,7 @@ impl VHost {
         if self.queue(name).is_some() {
             return Err(StreamError::StreamExists(name.to_string()));
         }
-        let stream = self.streams().create(name, shards, settings, &[], now_ms())?;
+        let stream = self.streams().create(name, shards, settings, &[], self.streams().now())?;
         let mut args = extra;
         args.insert("x-queue-type".into(), FieldValue::text("stream"));
         args.insert("x-stream-shards".into(), FieldValue::I64(i64::from(shards)));
@@ -227,7 +226,7 @@ pub(crate) fn queue_started(vhost: &Weak<VHost>, q: &Arc<Queue>) {
         None => {
             let created = settings_from(q.arguments())
                 .map_err(|e| StreamError::Invalid(e.text))
-                .and_then(|(shards, settings)| v.streams().create(q.name(), shards, settings, &[], now_ms()));
+                .and_then(|(shards, settings)| v.streams().create(q.name(), shards, settings, &[], v.streams().now()));
             match created {
                 Ok(s) => s,
                 Err(e) => {
@@ -291,7 +290,8 @@ async fn feed(
                     meta: meta_of(&d.message),
                 })
                 .collect();
-            let results = stream.append(records, now_ms()).await;
+            let now = stream.now();
+            let results = stream.append(records, now).await;
             let n = batch.len() as u32;
             for (d, r) in batch.iter().zip(results) {
                 let Some(lease) = d.lease else { continue };
@@ -429,7 +429,7 @@ async fn read_into(stream: Arc<Stream>, q: Arc<Queue>, start: Start, window: u64
         let shard_ids: Vec<u32> = cursors.keys().copied().collect();
         for shard in shard_ids {
             let Some(&from) = cursors.get(&shard) else { continue };
-            let Ok(batch) = stream.read(shard, from, room.max(1), 4 << 20, now_ms()) else {
+            let Ok(batch) = stream.read(shard, from, room.max(1), 4 << 20, stream.now()) else {
                 cursors.remove(&shard);
                 continue;
             };

@@ -19,7 +19,7 @@
 //! let mut wake = stream.subscribe();                 // before the first read: no lost wake-up
 //! let mut next = stream.start(shard, StartPosition::TrimHorizon)?;
 //! loop {
-//!     let batch = stream.read(shard, next, 500, 1 << 20, now_ms())?;
+//!     let batch = stream.read(shard, next, 500, 1 << 20, stream.now())?;
 //!     next = batch.next;
 //!     for r in &batch.records { /* deliver r */ }
 //!     if batch.end_of_shard { /* go on with batch.children */ break; }
@@ -45,7 +45,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -130,6 +130,8 @@ pub struct Stream {
     timer: Notify,
     deleted: AtomicBool,
     registry: Weak<Registry>,
+    /// The vhost's stream clock offset (see [`Streams::now`]).
+    clock: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -142,6 +144,11 @@ impl Stream {
     /// Name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This stream's notion of now: the vhost's stream clock ([`Streams::now`]).
+    pub fn now(&self) -> Millis {
+        now_ms().saturating_add(self.clock.load(Ordering::Relaxed))
     }
 
     /// True once deleted.
@@ -331,7 +338,8 @@ impl Stream {
                 let notified = s.timer.notified();
                 let next = s.state.lock().next_deadline();
                 // Re-check at least every minute: retention is coarse, and this bounds drift.
-                let delay = next.map_or(60_000, |at| at.saturating_sub(now_ms()).min(60_000));
+                // (A test moving the clock forward wakes this loop: see `Streams::advance_clock`.)
+                let delay = next.map_or(60_000, |at| at.saturating_sub(s.now()).min(60_000));
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
                     _ = notified => {}
@@ -339,7 +347,7 @@ impl Stream {
                 if s.is_deleted() {
                     return;
                 }
-                s.apply_retention(now_ms());
+                s.apply_retention(s.now());
             }
         });
     }
@@ -358,6 +366,8 @@ struct Registry {
     file: Option<MetaFile>,
     map: RwLock<BTreeMap<String, Arc<Stream>>>,
     save_lock: Mutex<()>,
+    /// Milliseconds added to the wall clock (moved only by tests: [`Streams::advance_clock`]).
+    clock: Arc<AtomicU64>,
 }
 
 impl Registry {
@@ -404,6 +414,7 @@ impl Streams {
                 file,
                 map: RwLock::new(BTreeMap::new()),
                 save_lock: Mutex::new(()),
+                clock: Arc::new(AtomicU64::new(0)),
             }),
         }
     }
@@ -428,6 +439,7 @@ impl Streams {
             timer: Notify::new(),
             deleted: AtomicBool::new(false),
             registry: Arc::downgrade(&self.reg),
+            clock: Arc::clone(&self.reg.clock),
         }))
     }
 
@@ -452,7 +464,7 @@ impl Streams {
             tracing::info!(vhost = %self.reg.vhost, stream = %state.name(), records, "stream recovered");
             let stream = self.build(state).map_err(|e| e.to_string())?;
             self.reg.map.write().insert(stream.name.clone(), Arc::clone(&stream));
-            stream.apply_retention(now_ms());
+            stream.apply_retention(self.now());
             stream.spawn_timer();
             n += 1;
         }
@@ -484,6 +496,24 @@ impl Streams {
         self.reg.save();
         stream.spawn_timer();
         Ok(stream)
+    }
+
+    /// The streams' notion of now: the wall clock plus an offset that only tests move
+    /// ([`Streams::advance_clock`]). Retention timers, appends and reads of every front-end
+    /// use it, so a test can expire records without waiting.
+    pub fn now(&self) -> Millis {
+        now_ms().saturating_add(self.reg.clock.load(Ordering::Relaxed))
+    }
+
+    /// Move this vhost's stream clock forward by `ms` (tests: the Kinesis
+    /// `SwitchyardAdvanceClock` action) and wake every retention timer, so records older than
+    /// their retention as of the new time are dropped at once. Returns the new now.
+    pub fn advance_clock(&self, ms: u64) -> Millis {
+        self.reg.clock.fetch_add(ms, Ordering::Relaxed);
+        for s in self.reg.map.read().values() {
+            s.timer.notify_one();
+        }
+        self.now()
     }
 
     /// A stream by name.

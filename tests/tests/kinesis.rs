@@ -28,6 +28,17 @@ scenario!(boto3_kinesis_streams, FUNCTIONAL, "kinesis_streams.py");
 scenario!(boto3_kinesis_records, FUNCTIONAL, "kinesis_records.py");
 scenario!(boto3_kinesis_reshard, FUNCTIONAL, "kinesis_reshard.py");
 scenario!(boto3_kinesis_strict_limits, "", "kinesis_limits.py");
+scenario!(awscli_kinesis_every_action, FUNCTIONAL, "kinesis_awscli.py");
+
+/// Retention expiry on the test clock: records past 24 h disappear from TRIM_HORIZON a whole
+/// segment at a time and their segment files are deleted (`kinesis_retention.py` looks at the
+/// broker's data directory).
+#[test]
+fn retention_expiry_drops_whole_segments_on_the_test_clock() {
+    let broker = Broker::start_with(FUNCTIONAL, &[]);
+    let data = broker.data_dir().to_string_lossy().into_owned();
+    run_client_script_with(Client::Python, "kinesis_retention.py", &broker, &[&data]);
+}
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -9,9 +9,11 @@
 //! the CBOR encoding the Java SDK uses ([`cbor`]), and SubscribeToShard's event stream
 //! ([`subscribe`], [`eventstream`]).
 //!
-//! Time: every handler reads [`Kinesis::now`], the wall clock plus an offset that a test can
-//! move forward (`[aws.kinesis] test_clock = true` enables the `SwitchyardAdvanceClock`
-//! action), so the 5-minute iterator expiry is testable without waiting.
+//! Time: every handler reads [`Kinesis::now`], the vhost's stream clock
+//! (`switchyard::stream::Streams::now`): the wall clock plus an offset that a test can move
+//! forward (`[aws.kinesis] test_clock = true` enables the `SwitchyardAdvanceClock` action).
+//! The retention timers and the AMQP face read the same clock, so the 5-minute iterator
+//! expiry and retention expiry are testable without waiting.
 
 pub mod cbor;
 pub mod error;
@@ -23,7 +25,6 @@ pub mod streams;
 pub mod subscribe;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard::auth::User;
 use switchyard::stream::Stream;
-use switchyard::time::{Millis, now_ms};
+use switchyard::time::Millis;
 use switchyard::{BrokerHandle, CoreError, VHost};
 
 pub use error::KinesisError;
@@ -124,7 +125,6 @@ pub struct Kinesis {
     region: String,
     limits: Limits,
     test_clock: bool,
-    clock_offset: AtomicU64,
 }
 
 impl Kinesis {
@@ -160,13 +160,13 @@ impl Kinesis {
             region: region.to_string(),
             limits: Limits::new(cfg.throughput == Throughput::Strict),
             test_clock: cfg.test_clock,
-            clock_offset: AtomicU64::new(0),
         })
     }
 
-    /// This service's notion of now: the wall clock plus the test offset.
+    /// This service's notion of now: the vhost's stream clock (the wall clock plus the test
+    /// offset), shared with the retention timers and the other front-ends.
     pub fn now(&self) -> Millis {
-        now_ms().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+        self.vhost.streams().now()
     }
 
     /// Runs a request in JSON 1.1, or in CBOR when `content_type` says so; the answer
@@ -236,8 +236,7 @@ impl Kinesis {
             "GetRecords" => self.get_records(&i),
             "SwitchyardAdvanceClock" if self.test_clock => {
                 let ms = i.req_u64("Millis")?;
-                self.clock_offset.fetch_add(ms, Ordering::Relaxed);
-                Ok(json!({ "Now": self.now() }))
+                Ok(json!({ "Now": self.vhost.streams().advance_clock(ms) }))
             }
             "EnableEnhancedMonitoring"
             | "DisableEnhancedMonitoring"
