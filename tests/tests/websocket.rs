@@ -607,6 +607,45 @@ async fn live_api_tails_a_stream_from_a_position() {
     assert_eq!(next_of(&mut ws, "error").await["code"], "bad_request");
 }
 
+/// Kinesis PutRecords, then a WebSocket tail from the sequence number of the 3rd record: the
+/// 3rd record and every later one, in order, then a record put after subscribing.
+#[tokio::test]
+async fn live_api_tails_kinesis_put_records_from_a_sequence_number() {
+    use base64::Engine as _;
+    let broker = Broker::start();
+    kinesis(&broker, "CreateStream", json!({"StreamName": "orders", "ShardCount": 1}));
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let records: Vec<Value> =
+        (0..10).map(|i| json!({"PartitionKey": format!("k{i}"), "Data": b64(format!("order {i}"))})).collect();
+    let r = kinesis(&broker, "PutRecords", json!({"StreamName": "orders", "Records": records}));
+    assert_eq!(r["FailedRecordCount"], 0, "{r}");
+    let seqs: Vec<String> = r["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|x| x["SequenceNumber"].as_str().expect("sequence number").to_string())
+        .collect();
+    let mut ws = live_login(&broker).await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "subscription": "o", "stream": "orders", "from": {"sequence": seqs[2]}}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    for (i, seq) in seqs.iter().enumerate().skip(2) {
+        let m = next_of(&mut ws, "message").await;
+        let want = format!("order {i}");
+        assert_eq!(
+            (m["sequence"].as_str(), m["body"].as_str(), m["partition_key"].as_str()),
+            (Some(seq.as_str()), Some(want.as_str()), Some(format!("k{i}").as_str())),
+            "record {i} in order"
+        );
+    }
+    let live = put(&broker, "orders", "k10", b"order 10");
+    let m = next_of(&mut ws, "message").await;
+    assert_eq!((m["sequence"].as_str(), m["body"].as_str()), (Some(live.as_str()), Some("order 10")));
+}
+
 #[test]
 fn the_demo_page_is_served() {
     let broker = Broker::start();

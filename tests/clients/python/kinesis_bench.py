@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Kinesis/stream throughput figures for the closing note (not part of the test suite).
 
-  kinesis_bench.py ingest STREAM SHARDS SECONDS THREADS   PutRecords of 500 x 1 KiB records
+  kinesis_bench.py ingest STREAM SHARDS SECONDS THREADS [MAX]  PutRecords of 500 x 1 KiB records
+                                                           (stops at SECONDS or MAX records)
   kinesis_bench.py catchup STREAM                          GetRecords (Limit 10000) over every shard
   kinesis_bench.py amqp STREAM COUNT                       pika stream consumer from `first`
 
@@ -35,7 +36,7 @@ def call(conn, action, body):
     return data
 
 
-def ingest(stream, shards, seconds, threads):
+def ingest(stream, shards, seconds, threads, limit=None):
     c = http.client.HTTPConnection(EP.hostname, EP.port)
     call(c, "CreateStream", json.dumps({"StreamName": stream, "ShardCount": shards}))
     data = base64.b64encode(os.urandom(1024)).decode()
@@ -46,7 +47,7 @@ def ingest(stream, shards, seconds, threads):
 
     def run(t):
         conn = http.client.HTTPConnection(EP.hostname, EP.port)
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and (limit is None or sum(counts) < limit):
             out = json.loads(call(conn, "PutRecords", bodies[t]))
             counts[t] += 500 - out["FailedRecordCount"]
 
@@ -102,7 +103,8 @@ def amqp(stream, count):
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "ingest":
-        ingest(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        ingest(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]),
+               int(sys.argv[6]) if len(sys.argv) > 6 else None)
     elif cmd == "catchup":
         catchup(sys.argv[2])
     elif cmd == "amqp":
