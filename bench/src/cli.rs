@@ -181,6 +181,8 @@ pub enum Protocol {
     Amqp,
     /// MQTT 3.1.1 over TCP.
     Mqtt,
+    /// MQTT 5 over TCP (rumqttc's v5 client).
+    Mqtt5,
     /// STOMP 1.2 over TCP.
     Stomp,
     /// STOMP over WebSocket.
@@ -200,7 +202,7 @@ impl Protocol {
     pub fn default_url(self) -> &'static str {
         match self {
             Protocol::Amqp => "amqp://guest:guest@127.0.0.1:5672/%2f",
-            Protocol::Mqtt => "mqtt://127.0.0.1:1883",
+            Protocol::Mqtt | Protocol::Mqtt5 => "mqtt://127.0.0.1:1883",
             Protocol::Stomp => "stomp://guest:guest@127.0.0.1:61613",
             Protocol::WsStomp => "ws://127.0.0.1:15674/ws",
             Protocol::WsMqtt => "ws://127.0.0.1:15675/ws",

@@ -68,6 +68,7 @@ async fn run_with_protocol(cli: &Cli) -> anyhow::Result<Report> {
             AmqpClient::Lapin => run_scenario(Arc::new(backend::amqp::AmqpBackend::new(&url)?), cli, &url).await,
         },
         Protocol::Mqtt => run_scenario(Arc::new(backend::mqtt::MqttBackend::new(&url)?), cli, &url).await,
+        Protocol::Mqtt5 => run_scenario(Arc::new(backend::mqtt5::Mqtt5Backend::new(&url)?), cli, &url).await,
         Protocol::Stomp => run_scenario(Arc::new(backend::stomp::StompBackend::new(&url)?), cli, &url).await,
         Protocol::Sqs => run_scenario(Arc::new(backend::sqs::SqsBackend::new(&url)?), cli, &url).await,
         Protocol::WsMqtt => run_scenario(Arc::new(backend::ws_mqtt::WsMqttBackend::new(&url)?), cli, &url).await,

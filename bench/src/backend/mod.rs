@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod amqp_raw;
 pub mod kinesis;
 pub mod mqtt;
+pub mod mqtt5;
 pub mod sqs;
 pub mod stomp;
 pub mod ws;
