@@ -43,3 +43,14 @@ fn fanout_and_idle_connections() {
     assert_eq!(count(&rec, "errors"), 0, "errors: {}", rec["first_error"]);
     assert_eq!(rec["idle"]["opened"].as_u64(), Some(50), "{rec}");
 }
+
+#[test]
+fn answers_pings_so_a_silent_subscriber_outlives_the_idle_timeout() {
+    // Pings every second, closed after 2 s without anything from the client: a QoS 0
+    // subscriber sends nothing but pongs for the whole 4 s run.
+    let broker = Broker::start_with("[ws]\nping_interval = 1\nidle_timeout = 2\n", &[]);
+    let rec = loadgen(&broker, "ws-mqtt", &url(&broker), &["e2e", "--duration", "4", "--rate", "500", "--qos", "0"]);
+    let sent = count(&rec, "sent");
+    assert!(sent > 1000, "{rec}");
+    assert_complete(&rec, "ws-mqtt", sent, 1);
+}

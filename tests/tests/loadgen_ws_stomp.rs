@@ -40,3 +40,14 @@ fn fanout_and_idle_connections() {
     assert_eq!(count(&rec, "errors"), 0, "errors: {}", rec["first_error"]);
     assert_eq!(rec["idle"]["opened"].as_u64(), Some(50), "{rec}");
 }
+
+#[test]
+fn answers_pings_so_a_silent_consumer_outlives_the_idle_timeout() {
+    // Pings every second, closed after 2 s without anything from the client: an auto-ack
+    // consumer sends nothing but pongs for the whole 4 s run.
+    let broker = Broker::start_with("[ws]\nping_interval = 1\nidle_timeout = 2\n", &[]);
+    let rec = loadgen(&broker, "ws-stomp", &url(&broker), &["e2e", "--duration", "4", "--rate", "500"]);
+    let sent = count(&rec, "sent");
+    assert!(sent > 1000, "{rec}");
+    assert_complete(&rec, "ws-stomp", sent, 1);
+}

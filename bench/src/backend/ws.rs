@@ -9,15 +9,16 @@
 //!   generator talking to a broker on purpose, not a browser).
 //! - Writing: every `write` becomes one binary message (at most [`MAX_MESSAGE`] bytes), masked
 //!   with an all-zero key, which RFC 6455 permits and which makes masking free.
-//! - Reading: text, binary and continuation payloads are delivered in order; pings and pongs
-//!   are skipped (no pong is sent back: the read half cannot write, so a connection that sends
-//!   nothing for the broker's idle timeout — Switchyard: 60 s — gets closed); a close message
-//!   ends the stream.
+//! - Reading: text, binary and continuation payloads are delivered in order; a ping is answered
+//!   with a pong (echoing its payload when it is at hand), written between two data messages by
+//!   whichever half gets to the socket first, so a consumer that never writes is not closed by
+//!   the broker's idle timeout; pongs are skipped; a close message ends the stream.
 //!
 //! No TLS (`wss://` is refused).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
@@ -108,8 +109,20 @@ impl WsTarget {
         if status.split(' ').nth(1) != Some("101") {
             bail!("WebSocket upgrade refused: {status:?}");
         }
-        let reader = WsReader { rd, buf, start: head_end, end: len, left: 0, skip: false, closed: false };
-        Ok((reader, WsWriter { wr, frame: Vec::with_capacity(64 * 1024), sent: 0, accepted: 0 }))
+        let shared =
+            Arc::new(Mutex::new(WriteState { wr, frame: Vec::with_capacity(64 * 1024), sent: 0, accepted: 0 }));
+        let reader = WsReader {
+            rd,
+            buf,
+            start: head_end,
+            end: len,
+            left: 0,
+            skip: false,
+            closed: false,
+            writer: Arc::clone(&shared),
+            pong_pending: false,
+        };
+        Ok((reader, WsWriter { state: shared }))
     }
 }
 
@@ -127,6 +140,49 @@ pub struct WsReader {
     skip: bool,
     /// A close message arrived: end of stream.
     closed: bool,
+    /// The write side, for pongs.
+    writer: Arc<Mutex<WriteState>>,
+    /// A pong is queued in `writer` and may still need driving.
+    pong_pending: bool,
+}
+
+impl WsReader {
+    /// Queues a pong (unless a frame is being written: then the pong is dropped, the broker's
+    /// next ping gets one) and tries to write it.
+    fn queue_pong(&mut self, payload: &[u8], cx: &mut TaskContext<'_>) {
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.frame.is_empty() {
+            w.frame.push(0x8A);
+            w.frame.push(0x80 | payload.len() as u8);
+            w.frame.extend_from_slice(&[0, 0, 0, 0]);
+            w.frame.extend_from_slice(payload);
+            w.sent = 0;
+            w.accepted = 0;
+            self.pong_pending = true;
+        }
+        drop(w);
+        self.drive_pong(cx);
+    }
+
+    /// Writes what is left of a queued pong, if the writer has not done it meanwhile.
+    fn drive_pong(&mut self, cx: &mut TaskContext<'_>) {
+        if !self.pong_pending {
+            return;
+        }
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.frame.is_empty() || w.accepted != 0 {
+            self.pong_pending = false;
+            return;
+        }
+        match w.drive(cx) {
+            Poll::Ready(_) => {
+                w.frame.clear();
+                w.sent = 0;
+                self.pong_pending = false;
+            }
+            Poll::Pending => {}
+        }
+    }
 }
 
 /// A parsed frame header: opcode, payload length, header length.
@@ -153,6 +209,7 @@ fn parse_header(raw: &[u8]) -> io::Result<Option<(u8, u64, usize)>> {
 impl AsyncRead for WsReader {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.drive_pong(cx);
         loop {
             if this.closed {
                 return Poll::Ready(Ok(()));
@@ -178,6 +235,15 @@ impl AsyncRead for WsReader {
                         match opcode {
                             0..=2 => this.skip = false,
                             8 => this.closed = true,
+                            9 => {
+                                this.skip = true;
+                                // Echo the ping's payload when it is already here (it is ≤ 125
+                                // bytes), else answer with an empty pong.
+                                let at_hand = (len as usize) <= this.end - this.start && len <= 125;
+                                let (s, e) = (this.start, this.start + if at_hand { len as usize } else { 0 });
+                                let payload = this.buf[s..e].to_vec();
+                                this.queue_pong(&payload, cx);
+                            }
                             _ => this.skip = true,
                         }
                         continue;
@@ -210,13 +276,34 @@ impl AsyncRead for WsReader {
 /// The write half: each write becomes one binary WebSocket message.
 #[derive(Debug)]
 pub struct WsWriter {
+    /// Shared with the read half, which writes pongs between data messages.
+    state: Arc<Mutex<WriteState>>,
+}
+
+/// The socket's write half and the frame being written on it.
+#[derive(Debug)]
+struct WriteState {
     wr: OwnedWriteHalf,
     /// The frame being written (header + payload); empty when none.
     frame: Vec<u8>,
     /// Bytes of `frame` already written.
     sent: usize,
-    /// Caller bytes `frame` carries (reported once the frame is written).
+    /// Caller bytes `frame` carries (reported once the frame is written); 0 for a pong.
     accepted: usize,
+}
+
+impl WriteState {
+    /// Writes the rest of `frame`.
+    fn drive(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.frame.len() {
+            let n = ready!(Pin::new(&mut self.wr).poll_write(cx, &self.frame[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Appends the header of a masked (all-zero key) binary frame of `len` bytes.
@@ -239,35 +326,39 @@ impl AsyncWrite for WsWriter {
     /// While it returns `Pending`, the caller must call again with the same bytes (as
     /// `write_all` does); they are not framed twice.
     fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.frame.is_empty() {
-            if buf.is_empty() {
-                return Poll::Ready(Ok(0));
+        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if w.frame.is_empty() {
+                if buf.is_empty() {
+                    return Poll::Ready(Ok(0));
+                }
+                let n = buf.len().min(MAX_MESSAGE);
+                put_header(&mut w.frame, n);
+                w.frame.extend_from_slice(&buf[..n]);
+                w.sent = 0;
+                w.accepted = n;
             }
-            let n = buf.len().min(MAX_MESSAGE);
-            put_header(&mut this.frame, n);
-            this.frame.extend_from_slice(&buf[..n]);
-            this.sent = 0;
-            this.accepted = n;
-        }
-        while this.sent < this.frame.len() {
-            let n = ready!(Pin::new(&mut this.wr).poll_write(cx, &this.frame[this.sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            ready!(w.drive(cx))?;
+            let accepted = w.accepted;
+            w.frame.clear();
+            w.sent = 0;
+            w.accepted = 0;
+            if accepted > 0 {
+                return Poll::Ready(Ok(accepted));
             }
-            this.sent += n;
+            // That was a pong queued by the read half; now the caller's bytes.
         }
-        this.frame.clear();
-        this.sent = 0;
-        Poll::Ready(Ok(this.accepted))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().wr).poll_flush(cx)
+        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        ready!(w.drive(cx))?;
+        Pin::new(&mut w.wr).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().wr).poll_shutdown(cx)
+        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Pin::new(&mut w.wr).poll_shutdown(cx)
     }
 }
 
