@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub mqtt_listen: Option<SocketAddr>,
 
-    /// Address of the AWS-compatible HTTP listener (SQS), e.g. `127.0.0.1:0`; overrides `[aws] listen`.
+    /// Address of the AWS-compatible HTTP listener (SQS, SNS, Kinesis), e.g. `127.0.0.1:0`; overrides `[aws] listen`.
     #[arg(long, value_name = "ADDR")]
     pub aws_listen: Option<SocketAddr>,
 
