@@ -1129,7 +1129,8 @@ impl VHost {
         let redelivered = recovered.delivered();
         let mut message = recovered.message;
         message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
-        let fx = queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at, recovered.group);
+        let fx =
+            queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at, recovered.group);
         self.handle(queue, fx);
     }
 }

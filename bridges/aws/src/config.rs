@@ -17,8 +17,9 @@ pub struct AwsConfig {
     pub account_id: String,
     /// The region in ARNs.
     pub region: String,
-    /// Largest request body accepted, in bytes (a 10-entry batch of 1 MiB messages plus
-    /// JSON overhead fits in the default).
+    /// Largest request body accepted, in bytes. The default takes Kinesis' largest
+    /// `PutRecords` (5 MiB of data, base64 in JSON ≈ 6.7 MiB) and SQS's largest batch; each
+    /// action still checks its own AWS limits.
     pub max_body_bytes: usize,
     /// Which limits apply: `strict` (AWS's numbers, the default) or `relaxed`
     /// (see `sqs::limits`).
@@ -67,7 +68,7 @@ impl Default for AwsConfig {
             vhost: "/".into(),
             account_id: "000000000000".into(),
             region: "us-east-1".into(),
-            max_body_bytes: 2 * 1024 * 1024 + 64 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
             limits: crate::sqs::limits::LimitsMode::Strict,
             auth: AuthMode::Any,
             credentials: BTreeMap::new(),

@@ -24,8 +24,8 @@ pub mod kinesis;
 pub mod md5;
 pub mod query;
 pub mod server;
-pub mod sns;
 pub mod sigv4;
+pub mod sns;
 pub mod sqs;
 
 pub use config::AwsConfig;

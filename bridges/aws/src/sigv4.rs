@@ -3,8 +3,8 @@
 //! query string (`X-Amz-Signature`, presigned URLs), is recomputed with the secret key
 //! configured for its access key id and compared in constant time.
 //!
-//! Pure Rust: HMAC-SHA256 is built here on the `sha2` crate (RFC 2104; a dozen lines), so
-//! the default build pulls in no C crypto.
+//! Pure Rust: HMAC-SHA256 from the RustCrypto `hmac` and `sha2` crates, so the default
+//! build pulls in no C crypto.
 //!
 //! The canonical request is AWS's: method, URI path (each segment URI-encoded), query
 //! parameters sorted and encoded, the signed headers (lower-case names, trimmed values with
@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, Method, Uri};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AuthFailure, AwsError};
@@ -24,20 +25,10 @@ const MAX_SKEW_SECS: i64 = 15 * 60;
 
 /// HMAC-SHA256 of `data` under `key` (RFC 2104).
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    // HMAC accepts keys of any length, so construction cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// The SigV4 signing key for `secret` on `date` (`YYYYMMDD`), `region` and `service`.

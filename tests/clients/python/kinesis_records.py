@@ -139,6 +139,20 @@ def bad_records():
 
 
 @test
+def a_put_records_of_five_mib_is_accepted():
+    # Kinesis takes up to 5 MiB of data per PutRecords (≈ 6.7 MiB of base64 JSON): the
+    # HTTP body limit must not refuse what the API allows.
+    s = stream()
+    recs = [{"Data": bytes([i % 251]) * 10_000, "PartitionKey": "k%d" % i} for i in range(500)]
+    r = kin.put_records(StreamName=s, Records=recs)
+    eq(r["FailedRecordCount"], 0, "no record failed")
+    got, _ = read_shard(kin, s, SHARD0)
+    eq(len(got), 500, "all 500 records stored")
+    eq(got[499]["Data"], bytes([499 % 251]) * 10_000, "last record intact")
+    kin.delete_stream(StreamName=s)
+
+
+@test
 def bad_iterators_and_shards():
     s = stream()
     eq(error_code(kin.get_shard_iterator, StreamName=s, ShardId="shardId-000000000009",
