@@ -4,7 +4,6 @@
 //! whenever one of them changes. Declarations are rare and small, so a full
 //! rewrite is simpler and safer than a log.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,17 +91,7 @@ impl DefinitionsFile {
 
     /// Replace the stored definitions atomically and durably.
     pub fn save(&self, defs: &Definitions) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::store::atomic::write_json(&self.path, defs)
     }
 }
 

@@ -3,8 +3,7 @@
 //! fsync, rename, fsync of the directory) on every change. Changes are rare next to appends,
 //! which never touch this file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,17 +39,7 @@ impl MetaFile {
 
     /// Replace atomically and durably.
     pub fn save(&self, streams: &[StreamMeta]) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(&FileForm { streams: streams.to_vec() }).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::store::atomic::write_json(&self.path, &FileForm { streams: streams.to_vec() })
     }
 }
 

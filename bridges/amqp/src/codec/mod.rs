@@ -399,15 +399,9 @@ pub fn encode_content(
     frame_max: u32,
     out: &mut BytesMut,
 ) {
-    let chunk = max_body_chunk(frame_max);
-    let body_frames = body.len().div_ceil(chunk);
-    // Method and header frames are rarely above a few hundred bytes.
-    out.reserve(body.len() + body_frames * FRAME_OVERHEAD as usize + 512);
-    put_method_frame(out, channel, method);
-    put_header_frame(out, channel, method.get_amqp_class_id(), body.len() as u64, properties);
-    for piece in body.chunks(chunk) {
-        put_body_frame(out, channel, piece);
-    }
+    put_content(out, channel, method.get_amqp_class_id(), properties, body, frame_max, |out| {
+        put_method_frame(out, channel, method)
+    });
 }
 
 /// The arguments of a `basic.deliver`, borrowed from the message being delivered.
@@ -436,19 +430,36 @@ pub fn encode_deliver(
     frame_max: u32,
     out: &mut BytesMut,
 ) {
+    put_content(out, channel, 60, properties, body, frame_max, |out| {
+        let start = begin_frame(out, FRAME_METHOD, channel);
+        out.put_u16(60);
+        out.put_u16(60);
+        put_short_str(out, args.consumer_tag);
+        out.put_u64(args.delivery_tag);
+        out.put_u8(u8::from(args.redelivered));
+        put_short_str(out, args.exchange);
+        put_short_str(out, args.routing_key);
+        end_frame(out, start, Ok(()));
+    });
+}
+
+/// A method frame written by `put_method`, then the content header and the body split into
+/// frames of at most `frame_max` bytes (none for an empty body), with room reserved up front.
+fn put_content(
+    out: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+    put_method: impl FnOnce(&mut BytesMut),
+) {
     let chunk = max_body_chunk(frame_max);
     let body_frames = body.len().div_ceil(chunk);
+    // Method and header frames are rarely above a few hundred bytes.
     out.reserve(body.len() + body_frames * FRAME_OVERHEAD as usize + 512);
-    let start = begin_frame(out, FRAME_METHOD, channel);
-    out.put_u16(60);
-    out.put_u16(60);
-    put_short_str(out, args.consumer_tag);
-    out.put_u64(args.delivery_tag);
-    out.put_u8(u8::from(args.redelivered));
-    put_short_str(out, args.exchange);
-    put_short_str(out, args.routing_key);
-    end_frame(out, start, Ok(()));
-    put_header_frame(out, channel, 60, body.len() as u64, properties);
+    put_method(out);
+    put_header_frame(out, channel, class_id, body.len() as u64, properties);
     for piece in body.chunks(chunk) {
         put_body_frame(out, channel, piece);
     }

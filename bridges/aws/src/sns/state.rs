@@ -5,7 +5,6 @@
 //! durable exchanges and bindings.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -70,16 +69,6 @@ impl StateFile {
     /// Replaces the file atomically (temp file, fsync, rename, fsync of the directory).
     pub fn save(&self, state: &State) -> std::io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        switchyard::store::atomic::write_json(path, state)
     }
 }
