@@ -560,3 +560,163 @@ async fn sqs_messages_survive_sigkill_with_their_fifo_groups() {
     assert_eq!(group_a.first(), Some(&"a1"), "group A in order: {got:?}");
     assert!(receive(&fifo, 10).is_empty(), "groups stay blocked while their messages are in flight");
 }
+
+/// A bare MQTT client over a `TcpStream` (packets built with the broker's codec for brevity).
+struct Mqtt {
+    s: std::net::TcpStream,
+    buf: bytes::BytesMut,
+    protocol: switchyard_mqtt::codec::Protocol,
+}
+
+impl Mqtt {
+    /// Connect as `id`; `persistent` keeps the session (and its queue) durable.
+    fn open(broker: &Broker, protocol: switchyard_mqtt::codec::Protocol, id: &str, persistent: bool) -> Mqtt {
+        use switchyard_mqtt::codec::{Connect, Packet, Properties};
+        let s = std::net::TcpStream::connect(broker.mqtt).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut c = Mqtt { s, buf: bytes::BytesMut::new(), protocol };
+        let mut properties = Properties::default();
+        if persistent && protocol.is_v5() {
+            properties.session_expiry_interval = Some(3600);
+        }
+        let connect = Connect {
+            protocol,
+            clean_start: !persistent,
+            keep_alive: 60,
+            client_id: id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties,
+        };
+        c.send(&Packet::Connect(Box::new(connect)));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0, "CONNACK"),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    }
+
+    fn send(&mut self, p: &switchyard_mqtt::codec::Packet) {
+        let mut out = bytes::BytesMut::new();
+        p.encode(self.protocol, &mut out);
+        self.s.write_all(&out).expect("write");
+    }
+
+    /// The next packet, or `None` once the server closed the connection.
+    fn recv(&mut self) -> Option<switchyard_mqtt::codec::Packet> {
+        use std::io::Read;
+        loop {
+            if let Some(p) =
+                switchyard_mqtt::codec::decode(&mut self.buf, Some(self.protocol), usize::MAX).expect("valid packet")
+            {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Subscribe to `filter` at QoS 1 and wait for the SUBACK.
+    fn subscribe(&mut self, filter: &str) {
+        use switchyard_mqtt::codec::{Packet, Properties, QoS, SubOptions, Subscribe};
+        let filters = vec![(filter.to_string(), SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() })];
+        self.send(&Packet::Subscribe(Subscribe { packet_id: 1, properties: Properties::default(), filters }));
+        assert!(matches!(self.recv(), Some(Packet::SubAck(_))), "SUBACK");
+    }
+
+    /// Send a QoS 1 PUBLISH with packet id `id`.
+    fn publish(&mut self, topic: &str, id: u16, payload: &'static [u8]) {
+        use switchyard_mqtt::codec::{Packet, Properties, Publish, QoS};
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(id),
+            properties: Properties::default(),
+            payload: bytes::Bytes::from_static(payload),
+        };
+        self.send(&Packet::Publish(Box::new(p)));
+    }
+}
+
+/// The message log refuses writes for good after a failed fsync, so each protocol gets a
+/// broker of its own: arm the fault, then make one persistent write wait for it.
+fn broker_with_fault() -> (Broker, std::path::PathBuf) {
+    let broker = Broker::start_with("", &[("SWITCHYARD_FAULT_INJECTION", "1")]);
+    let fault = broker.data_dir().join("messages").join("fail-fsync");
+    (broker, fault)
+}
+
+#[tokio::test]
+async fn a_failed_fsync_turns_stomp_receipts_into_errors() {
+    let (broker, fault) = broker_with_fault();
+    let mut c = Stomp::open(&broker);
+    c.with_receipt("SEND", &[("destination", "/queue/stomp-safe"), ("persistent", "true")], b"kept");
+    std::fs::write(&fault, b"").expect("arm the fault");
+    c.frame("SEND", &[("destination", "/queue/stomp-safe"), ("persistent", "true"), ("receipt", "doomed")], b"d");
+    let (cmd, headers, _) = c.read();
+    assert_eq!(cmd, "ERROR", "a SEND whose fsync failed gets no RECEIPT: {headers:?}");
+    let header = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.as_str());
+    assert_eq!(header("receipt-id"), Some("doomed"), "{headers:?}");
+    assert!(header("message").is_some_and(|m| m.starts_with("message store failed")), "{headers:?}");
+    // Then the connection closes.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c.s, &mut rest);
+    assert!(!String::from_utf8_lossy(&rest).contains("RECEIPT"), "no receipt after the ERROR");
+    // A later persistent SEND is refused at once; a transient one still gets its receipt.
+    let mut c = Stomp::open(&broker);
+    c.with_receipt("SEND", &[("destination", "/queue/stomp-safe")], b"transient");
+    c.frame("SEND", &[("destination", "/queue/stomp-safe"), ("persistent", "true"), ("receipt", "later")], b"l");
+    let (cmd, headers, _) = c.read();
+    assert_eq!(cmd, "ERROR", "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "message" && v == "resource_error"), "{headers:?}");
+}
+
+#[tokio::test]
+async fn a_failed_fsync_refuses_mqtt5_acks_with_0x80() {
+    use switchyard_mqtt::codec::{Packet, Protocol};
+    let (broker, fault) = broker_with_fault();
+    // A persistent session's subscription makes QoS 1 messages to the topic durable.
+    let mut sub = Mqtt::open(&broker, Protocol::V5, "fsync-sub-5", true);
+    sub.subscribe("fsync/five");
+    let mut c = Mqtt::open(&broker, Protocol::V5, "fsync-pub-5", false);
+    c.publish("fsync/five", 1, b"kept");
+    assert!(matches!(c.recv(), Some(Packet::PubAck(a)) if a.packet_id == 1 && a.reason == 0), "PUBACK");
+    std::fs::write(&fault, b"").expect("arm the fault");
+    c.publish("fsync/five", 2, b"doomed");
+    match c.recv() {
+        Some(Packet::PubAck(a)) => {
+            assert_eq!((a.packet_id, a.reason), (2, 0x80), "a PUBLISH whose fsync failed gets Unspecified error")
+        }
+        other => panic!("expected PUBACK 0x80, got {other:?}"),
+    }
+    // The connection carries on; later persistent messages are refused at once.
+    c.publish("fsync/five", 3, b"refused");
+    assert!(matches!(c.recv(), Some(Packet::PubAck(a)) if a.packet_id == 3 && a.reason == 0x97), "PUBACK 0x97");
+    c.send(&Packet::PingReq);
+    assert_eq!(c.recv(), Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn a_failed_fsync_closes_mqtt311_connections_without_puback() {
+    use switchyard_mqtt::codec::{Packet, Protocol};
+    let (broker, fault) = broker_with_fault();
+    let mut sub = Mqtt::open(&broker, Protocol::V311, "fsync-sub-3", true);
+    sub.subscribe("fsync/three");
+    let mut c = Mqtt::open(&broker, Protocol::V311, "fsync-pub-3", false);
+    c.publish("fsync/three", 1, b"kept");
+    assert!(matches!(c.recv(), Some(Packet::PubAck(a)) if a.packet_id == 1), "PUBACK");
+    std::fs::write(&fault, b"").expect("arm the fault");
+    c.publish("fsync/three", 2, b"doomed");
+    // MQTT 3.1.1 cannot refuse a PUBLISH: the connection closes unacknowledged.
+    while let Some(p) = c.recv() {
+        assert!(!matches!(p, Packet::PubAck(_)), "no PUBACK for a message whose fsync failed: {p:?}");
+    }
+}

@@ -319,6 +319,12 @@ where
                 if changed.is_ok() {
                     session.synced = *synced.borrow_and_update();
                     session.release_acks();
+                    if session.waits_for_sync() && shared.broker.message_log().is_failed() {
+                        tracing::warn!(client = %session.client_id, "message log failed; refusing acks waiting for it");
+                        if !session.fail_unsynced_acks() {
+                            return Exit::Closed(CloseReason::ServerError);
+                        }
+                    }
                 }
             }
             changed = wait_retained(&mut retained_durable), if session.waits_for_retained() => {

@@ -591,6 +591,37 @@ impl Session {
         }
     }
 
+    /// The message log failed (an fsync error is never retried as if it succeeded): the acks
+    /// waiting for it will never be earned. MQTT 5 answers each with reason 0x80 (Unspecified
+    /// error) and carries on; MQTT 3.1.1 has no way to refuse a PUBLISH, so this returns
+    /// `false` and the connection must close without acknowledging (the client resends).
+    pub(crate) fn fail_unsynced_acks(&mut self) -> bool {
+        if !self.protocol.is_v5() {
+            return false;
+        }
+        let synced = self.synced;
+        let mut refused_qos2 = Vec::new();
+        for a in self.pending_acks.iter_mut().filter(|a| a.lsn > synced) {
+            a.lsn = 0;
+            a.ack.reason = reason::UNSPECIFIED;
+            if self.problem_info {
+                a.ack.properties.reason_string = Some("message store failed: the message was not stored".into());
+            }
+            if a.qos2 {
+                refused_qos2.push(a.ack.packet_id);
+            }
+        }
+        if !refused_qos2.is_empty() {
+            // A PUBREC ≥ 0x80 ends the exchange: a resend with this id is a new message.
+            let mut state = self.slot.state.lock();
+            for id in refused_qos2 {
+                state.inbound_qos2.remove(&id);
+            }
+        }
+        self.release_acks();
+        true
+    }
+
     /// True while some ack waits for the message log.
     pub(crate) fn waits_for_sync(&self) -> bool {
         self.pending_acks.iter().any(|a| a.lsn > self.synced)

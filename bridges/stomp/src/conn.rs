@@ -139,6 +139,7 @@ impl Conn {
                     }
                     last_read = Instant::now();
                     self.handle_bytes(&mut buf, &mut events);
+                    self.check_store();
                 }
                 Some(ev) = events.recv(), if self.session.is_connected() => {
                     self.session.handle_event(ev);
@@ -153,7 +154,8 @@ impl Conn {
                     if changed.is_ok() {
                         let now_synced = *synced.borrow_and_update();
                         self.session.release_receipts(now_synced);
-                        if self.session.finished() {
+                        self.check_store();
+                        if self.close.is_none() && self.session.finished() {
                             self.close = Some(CloseReason::ClientClosed);
                         }
                     } else {
@@ -211,6 +213,24 @@ impl Conn {
                     self.fail(e.into(), None);
                 }
             }
+        }
+    }
+
+    /// If the message log failed while receipts wait for their writes to be durable,
+    /// refuse them: an ERROR naming the first one, then close (as RabbitMQ does for a
+    /// failed publish). Every waiting frame failed: its messages may or may not be stored.
+    fn check_store(&mut self) {
+        if self.close.is_some() {
+            return;
+        }
+        if let Some(receipt) = self.session.lost_receipt() {
+            tracing::warn!(connection = self.id, receipt = %receipt, "message log failed; refusing waiting receipts");
+            let e = StompError::new(
+                "message store failed: the message was not stored",
+                "The message store could not write this frame's persistent messages to disk; \
+                 they may be lost, and no later receipt on this connection will be sent\n",
+            );
+            self.fail(e, Some(&receipt));
         }
     }
 

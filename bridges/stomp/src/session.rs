@@ -212,6 +212,14 @@ impl Session {
         }
     }
 
+    /// The receipt-id of the first receipt still waiting for a write that the message log
+    /// can no longer make durable: the log failed, and a failed fsync is never retried as if
+    /// it succeeded. `None` while the log works or no receipt waits for it.
+    pub fn lost_receipt(&self) -> Option<String> {
+        let (id, _) = self.deferred_receipts.iter().find(|(_, lsn)| *lsn > self.synced)?;
+        self.broker.message_log().is_failed().then(|| id.clone())
+    }
+
     /// True once CONNECT succeeded.
     pub fn is_connected(&self) -> bool {
         self.open.is_some()
