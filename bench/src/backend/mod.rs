@@ -9,6 +9,7 @@ pub mod amqp_raw;
 pub mod kinesis;
 pub mod mqtt;
 pub mod mqtt5;
+mod outbox;
 pub mod sqs;
 pub mod stomp;
 pub mod ws;

@@ -36,11 +36,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::outbox::Outbox;
 use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology};
 use crate::stats::{Counters, Received};
 
-/// A producer waits for the writer once this many bytes are queued.
-const OUTBOX_LIMIT: usize = 1 << 20;
 /// How long the handshake, the final flush and the DISCONNECT receipt may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest frame accepted from the broker (headers and body).
@@ -405,127 +404,6 @@ fn trim_blank_len(rest: &[u8]) -> usize {
     if rest.first() == Some(&b'\r') { 2 } else { 1 }
 }
 
-/// Bytes waiting for the writer task, which writes whatever accumulated while it was busy.
-struct Outbox {
-    buf: Mutex<Vec<u8>>,
-    wake_writer: Notify,
-    drained: Notify,
-    queued: AtomicU64,
-    written: AtomicU64,
-    failed: Mutex<Option<String>>,
-    stopping: AtomicBool,
-}
-
-impl Outbox {
-    /// An outbox and its writer task on `wr`.
-    fn start(wr: WriteHalf) -> (Arc<Self>, JoinHandle<()>) {
-        let outbox = Arc::new(Self {
-            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
-            wake_writer: Notify::new(),
-            drained: Notify::new(),
-            queued: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            stopping: AtomicBool::new(false),
-        });
-        let writer = tokio::spawn(Arc::clone(&outbox).write_loop(wr));
-        (outbox, writer)
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Appends with `encode`, waiting first while more than [`OUTBOX_LIMIT`] bytes are queued.
-    async fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let mut encode = Some(encode);
-        loop {
-            let drained = self.drained.notified();
-            if let Some(err) = self.failure() {
-                bail!("writing to the broker: {err}");
-            }
-            {
-                let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                if buf.len() < OUTBOX_LIMIT
-                    && let Some(f) = encode.take()
-                {
-                    let before = buf.len();
-                    f(&mut buf);
-                    self.queued.fetch_add((buf.len() - before) as u64, Ordering::Release);
-                }
-            }
-            if encode.is_none() {
-                self.wake_writer.notify_one();
-                return Ok(());
-            }
-            drained.await;
-        }
-    }
-
-    /// Waits until everything queued so far has been written.
-    async fn flush(&self) -> anyhow::Result<()> {
-        let target = self.queued.load(Ordering::Acquire);
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let drained = self.drained.notified();
-                if let Some(err) = self.failure() {
-                    bail!("writing to the broker: {err}");
-                }
-                if self.written.load(Ordering::Acquire) >= target {
-                    return Ok(());
-                }
-                drained.await;
-            }
-        })
-        .await
-        .map_err(|_| anyhow!("the broker did not take our writes within {TIMEOUT:?}"))?
-    }
-
-    async fn write_loop(self: Arc<Self>, mut wr: WriteHalf) {
-        let mut spare = Vec::with_capacity(64 * 1024);
-        loop {
-            {
-                let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                std::mem::swap(&mut *buf, &mut spare);
-            }
-            if spare.is_empty() {
-                if self.stopping.load(Ordering::Acquire) {
-                    break;
-                }
-                self.wake_writer.notified().await;
-                continue;
-            }
-            if let Err(err) = wr.write_all(&spare).await {
-                self.failed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(err.to_string());
-                self.drained.notify_waiters();
-                break;
-            }
-            self.written.fetch_add(spare.len() as u64, Ordering::Release);
-            spare.clear();
-            self.drained.notify_waiters();
-        }
-        let _ = wr.shutdown().await;
-    }
-
-    /// Queues DISCONNECT (with a receipt) and waits until it is written.
-    async fn send_disconnect(&self) -> anyhow::Result<()> {
-        self.push(|out| {
-            out.extend_from_slice(b"DISCONNECT\n");
-            put_header(out, "receipt", CLOSE_RECEIPT);
-            out.extend_from_slice(b"\n\0");
-        })
-        .await?;
-        self.flush().await
-    }
-
-    /// Stops the writer task, which shuts the socket down.
-    async fn stop(&self, writer: JoinHandle<()>) {
-        self.stopping.store(true, Ordering::Release);
-        self.wake_writer.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    }
-}
-
 impl Backend for StompBackend {
     type Producer = StompProducer;
     type Consumer = StompConsumer;
@@ -757,7 +635,7 @@ impl Producer for StompProducer {
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        let sent = self.outbox.send_disconnect().await;
+        let sent = send_disconnect(&self.outbox).await;
         // The reader task ends on the DISCONNECT's RECEIPT (or on an error).
         let waited = tokio::time::timeout(TIMEOUT, self.reader_task).await;
         self.outbox.stop(self.writer).await;
@@ -848,7 +726,7 @@ impl Consumer for StompConsumer {
             self.unacked = 0;
             let _ = self.send_ack().await;
         }
-        let sent = self.outbox.send_disconnect().await;
+        let sent = send_disconnect(&self.outbox).await;
         let received = match sent {
             Ok(()) => self.reader.await_close_receipt().await,
             Err(err) => Err(err),
@@ -862,6 +740,18 @@ impl Consumer for StompConsumer {
 pub struct IdleStomp {
     _reader: FrameReader,
     _writer: WriteHalf,
+}
+
+/// Queues DISCONNECT (with a receipt) and waits until it is written.
+async fn send_disconnect(outbox: &Outbox) -> anyhow::Result<()> {
+    outbox
+        .push(|out| {
+            out.extend_from_slice(b"DISCONNECT\n");
+            put_header(out, "receipt", CLOSE_RECEIPT);
+            out.extend_from_slice(b"\n\0");
+        })
+        .await?;
+    outbox.flush().await
 }
 
 #[cfg(test)]

@@ -23,12 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::outbox::Outbox;
 use super::ws::{WsReader, WsTarget, WsWriter};
 use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology};
 use crate::stats::{Counters, Received};
 
-/// A connection's writer is waited for once this many bytes are queued.
-const OUTBOX_LIMIT: usize = 1 << 20;
 /// How long connect/subscribe, the final flush and waits for acks may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest packet accepted from the broker.
@@ -189,129 +188,6 @@ impl PacketReader {
         let body = self.start + i..self.start + i + len;
         self.start += i + len;
         Ok(Some((first, body)))
-    }
-}
-
-/// Bytes waiting for the writer task.
-struct Outbox {
-    buf: Mutex<Vec<u8>>,
-    wake_writer: Notify,
-    drained: Notify,
-    queued: AtomicU64,
-    written: AtomicU64,
-    failed: Mutex<Option<String>>,
-    stopping: std::sync::atomic::AtomicBool,
-}
-
-impl Outbox {
-    fn start(wr: WsWriter) -> (Arc<Self>, JoinHandle<()>) {
-        let outbox = Arc::new(Self {
-            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
-            wake_writer: Notify::new(),
-            drained: Notify::new(),
-            queued: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-        });
-        let writer = tokio::spawn(Arc::clone(&outbox).write_loop(wr));
-        (outbox, writer)
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Appends without waiting (acks from a reader task, which must never block on the writer).
-    fn push_now(&self, encode: impl FnOnce(&mut Vec<u8>)) {
-        {
-            let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = buf.len();
-            encode(&mut buf);
-            self.queued.fetch_add((buf.len() - before) as u64, Ordering::Release);
-        }
-        self.wake_writer.notify_one();
-    }
-
-    /// Appends with `encode`, waiting first while more than [`OUTBOX_LIMIT`] bytes are queued.
-    async fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let mut encode = Some(encode);
-        loop {
-            let drained = self.drained.notified();
-            if let Some(err) = self.failure() {
-                bail!("writing to the broker: {err}");
-            }
-            {
-                let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                if buf.len() < OUTBOX_LIMIT
-                    && let Some(f) = encode.take()
-                {
-                    let before = buf.len();
-                    f(&mut buf);
-                    self.queued.fetch_add((buf.len() - before) as u64, Ordering::Release);
-                }
-            }
-            if encode.is_none() {
-                self.wake_writer.notify_one();
-                return Ok(());
-            }
-            drained.await;
-        }
-    }
-
-    /// Waits until everything queued so far has been written.
-    async fn flush(&self) -> anyhow::Result<()> {
-        let target = self.queued.load(Ordering::Acquire);
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let drained = self.drained.notified();
-                if let Some(err) = self.failure() {
-                    bail!("writing to the broker: {err}");
-                }
-                if self.written.load(Ordering::Acquire) >= target {
-                    return Ok(());
-                }
-                drained.await;
-            }
-        })
-        .await
-        .map_err(|_| anyhow!("the broker did not take our writes within {TIMEOUT:?}"))?
-    }
-
-    async fn write_loop(self: Arc<Self>, mut wr: WsWriter) {
-        let mut spare = Vec::with_capacity(64 * 1024);
-        loop {
-            {
-                let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                std::mem::swap(&mut *buf, &mut spare);
-            }
-            if spare.is_empty() {
-                if self.stopping.load(Ordering::Acquire) {
-                    break;
-                }
-                self.wake_writer.notified().await;
-                continue;
-            }
-            if let Err(err) = wr.write_all(&spare).await {
-                self.failed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(err.to_string());
-                self.drained.notify_waiters();
-                break;
-            }
-            self.written.fetch_add(spare.len() as u64, Ordering::Release);
-            spare.clear();
-            self.drained.notify_waiters();
-        }
-        let _ = wr.shutdown().await;
-    }
-
-    /// Queues DISCONNECT, waits until it is written, and stops the writer.
-    async fn disconnect(&self, writer: JoinHandle<()>) {
-        if self.push(|out| out.extend_from_slice(&[0xE0, 0])).await.is_ok() {
-            let _ = self.flush().await;
-        }
-        self.stopping.store(true, Ordering::Release);
-        self.wake_writer.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
 }
 
@@ -515,7 +391,7 @@ impl Producer for WsMqttProducer {
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        self.outbox.disconnect(self.writer).await;
+        disconnect(&self.outbox, self.writer).await;
         self.reader_task.abort();
         Ok(())
     }
@@ -565,9 +441,17 @@ impl Consumer for WsMqttConsumer {
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        self.outbox.disconnect(self.writer).await;
+        disconnect(&self.outbox, self.writer).await;
         Ok(())
     }
+}
+
+/// Queues DISCONNECT, waits until it is written, and stops the writer.
+async fn disconnect(outbox: &Outbox, writer: JoinHandle<()>) {
+    if outbox.push(|out| out.extend_from_slice(&[0xE0, 0])).await.is_ok() {
+        let _ = outbox.flush().await;
+    }
+    outbox.stop(writer).await;
 }
 
 #[cfg(test)]
