@@ -8,6 +8,7 @@
 //! lock is released, so one queue never locks another while held.
 
 pub mod config;
+mod groups;
 mod ready;
 pub mod state;
 #[cfg(test)]

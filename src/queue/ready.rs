@@ -219,11 +219,6 @@ impl<E> ReadySet<E> {
         self.head.contains_key(key)
     }
 
-    /// The FIFO group of a tail record.
-    pub(crate) fn tail_group(&self, seq: Seq) -> Option<&Arc<str>> {
-        self.groups.get(&seq)
-    }
-
     /// Take the message at `key` out.
     pub(crate) fn remove(&mut self, key: ReadyKey) -> Option<Taken<E>> {
         if let Some(e) = self.head.remove(&key) {

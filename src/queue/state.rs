@@ -17,6 +17,9 @@
 //!   requeued message goes back to where it was.
 //! - `expiry` indexes exactly the `ready` entries that have a TTL.
 //! - In FIFO mode, a group with a leased message delivers nothing else.
+//! - A standard queue whose messages carry groups is a *fair* queue: tenants (groups) that
+//!   crowd the in-flight messages or the consumers' time are served after quiet ones
+//!   (see `groups.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::message::Message;
 use crate::queue::config::{Overflow, QueueConfig};
+use crate::queue::groups::{FairShare, GroupIndex};
 use crate::queue::ready::{ReadyKey, ReadySet, Slim, SlimParts, Taken};
 use crate::store::Persisted;
 use crate::store::log::Detached;
@@ -258,6 +262,8 @@ struct Lease {
     entry: Entry,
     consumer: Option<ConsumerId>,
     deadline: Option<Millis>,
+    /// When it was leased (fair queues count the time it is held).
+    since: Millis,
 }
 
 /// Counters a queue reports (AMQP declare-ok, management, SQS attributes).
@@ -289,6 +295,10 @@ pub struct QueueState {
     leases: HashMap<LeaseId, Lease>,
     lease_deadlines: BTreeSet<(Millis, LeaseId)>,
     leased_groups: HashMap<Arc<str>, u32>,
+    /// Ready keys by group, so FIFO and fair picks skip groups, not messages.
+    groups: GroupIndex,
+    /// Recent processing time per tenant (fair queues).
+    fair: FairShare,
     dedup: HashMap<String, Millis>,
     dedup_expiry: BTreeSet<(Millis, String)>,
     consumers: Vec<ConsumerSlot>,
@@ -323,6 +333,8 @@ impl QueueState {
             leases: HashMap::new(),
             lease_deadlines: BTreeSet::new(),
             leased_groups: HashMap::new(),
+            groups: GroupIndex::default(),
+            fair: FairShare::default(),
             dedup: HashMap::new(),
             dedup_expiry: BTreeSet::new(),
             consumers: Vec::new(),
@@ -529,12 +541,13 @@ impl QueueState {
         // Only fresh entries become compact records: a requeued one keeps its delivery
         // history in a full entry (and goes back near the head anyway).
         let key = entry.key();
+        let group = entry.group.clone();
         let to_tail = self.pager.is_some()
             && entry.first_delivered_at.is_none()
             && self.ready.can_join_tail(key)
             && (self.ready.has_tail(entry.priority) || self.resident_bytes + entry.size > self.resident_budget);
         let entry = match if to_tail { self.slim_down(entry) } else { Err(entry) } {
-            Ok(()) => return,
+            Ok(()) => return self.index_group(key, group),
             Err(e) => e,
         };
         // Everything in the head has its body in memory.
@@ -545,6 +558,13 @@ impl QueueState {
         self.ready_bytes += entry.size;
         self.resident_bytes += entry.size;
         self.ready.insert_head(key, entry);
+        self.index_group(key, group);
+    }
+
+    /// Record a message that just became ready in the group index.
+    fn index_group(&mut self, key: ReadyKey, group: Option<Arc<str>>) {
+        let ready = &self.ready;
+        self.groups.insert(key, group.as_ref(), || ready.keys());
     }
 
     /// Keep `entry` as a compact record with its body on disk only; gives it back when it
@@ -623,6 +643,7 @@ impl QueueState {
         if let Some(at) = entry.expires_at {
             self.expiry.remove(&(at, key));
         }
+        self.groups.remove(key, entry.group.as_ref());
         self.ready_bytes -= entry.size;
         self.refill();
         Some(entry)
@@ -674,13 +695,14 @@ impl QueueState {
 
     /// Put an entry just taken from a tail into the head with its body in memory.
     fn bring_in(&mut self, key: ReadyKey, entry: Entry) {
-        let (size, expires_at) = (entry.size, entry.expires_at);
+        let (size, expires_at, group) = (entry.size, entry.expires_at, entry.group.clone());
         match self.page_in(entry) {
             Some(e) => {
                 self.resident_bytes += size;
                 self.ready.insert_head(key, e);
             }
             None => {
+                self.groups.remove(key, group.as_ref());
                 self.ready_bytes -= size;
                 if let Some(at) = expires_at {
                     self.expiry.remove(&(at, key));
@@ -720,21 +742,29 @@ impl QueueState {
         }
     }
 
-    /// The first ready message that may be delivered now (FIFO: its group is not blocked).
-    fn next_deliverable(&self) -> Option<ReadyKey> {
-        if self.config.fifo && !self.leased_groups.is_empty() {
-            self.ready.keys().find(|k| self.group_of(k).is_none_or(|g| !self.leased_groups.contains_key(g)))
-        } else {
-            self.ready.first_key()
+    /// The ready message to deliver next at `now`: the first in order, except that a FIFO
+    /// queue skips groups with a leased message and a fair queue serves quiet tenants first.
+    fn next_deliverable(&self, now: Millis) -> Option<ReadyKey> {
+        if !self.groups.is_active() {
+            return self.ready.first_key();
         }
+        if self.config.fifo {
+            return self.groups.first_where(|g| self.leased_groups.contains_key(g));
+        }
+        self.next_fair(now)
     }
 
-    /// The FIFO group of the ready message at `key`.
-    fn group_of(&self, key: &ReadyKey) -> Option<&Arc<str>> {
-        match self.ready.get_head(key) {
-            Some(e) => e.group.as_ref(),
-            None => self.ready.tail_group(key.1),
+    /// A fair queue's pick (SQS fair queues): the first message of a tenant that is not a
+    /// noisy neighbour (messages without a group are tenants of their own); when only noisy
+    /// tenants have messages ready, the one with the fewest in flight.
+    fn next_fair(&self, now: Millis) -> Option<ReadyKey> {
+        let in_flight = |g: &Arc<str>| self.leased_groups.get(g).copied().unwrap_or(0);
+        let noisy = |g: &Arc<str>| self.fair.is_noisy(g, in_flight(g), self.leases.len(), now);
+        if let Some(key) = self.groups.first_where(noisy) {
+            return Some(key);
         }
+        // Every group left is noisy, and at most a few can be (each holds > 10% of something).
+        self.groups.heads().min_by_key(|(key, g)| (in_flight(g), *key)).map(|(key, _)| key)
     }
 
     /// Pick the consumer for the next delivery: the highest priority among those with
@@ -803,7 +833,7 @@ impl QueueState {
         }
         while !self.ready.is_empty() {
             let Some(idx) = self.pick_consumer() else { return };
-            let Some(key) = self.next_deliverable() else { return };
+            let Some(key) = self.next_deliverable(now) else { return };
             let Some(entry) = self.remove_ready(key) else { continue };
             // `<`, not `<=`: a TTL-0 message may still go to a consumer waiting at the
             // instant it is published, as in RabbitMQ.
@@ -864,7 +894,7 @@ impl QueueState {
             if let Some(at) = deadline {
                 self.lease_deadlines.insert((at, id));
             }
-            self.leases.insert(id, Lease { entry, consumer, deadline });
+            self.leases.insert(id, Lease { entry, consumer, deadline, since: now });
             delivery.lease = Some(id);
         }
         delivery
@@ -882,7 +912,7 @@ impl QueueState {
         self.last_used = now;
         self.expire(now, fx);
         loop {
-            let key = self.next_deliverable()?;
+            let key = self.next_deliverable(now)?;
             let entry = self.remove_ready(key)?;
             if entry.expires_at.is_some_and(|at| at <= now) {
                 self.dead_letter(entry.message, DeathReason::Expired, fx);
@@ -919,9 +949,11 @@ impl QueueState {
         self.expire(now, fx);
         let blocked: std::collections::HashSet<Arc<str>> = self.leased_groups.keys().cloned().collect();
         while out.len() < max {
-            let Some(key) = self.ready.keys().find(|k| self.group_of(k).is_none_or(|g| !blocked.contains(g))) else {
-                break;
+            let next = match self.groups.is_active() {
+                true => self.groups.first_where(|g| blocked.contains(g)),
+                false => self.ready.first_key(),
             };
+            let Some(key) = next else { break };
             let Some(entry) = self.remove_ready(key) else { continue };
             if entry.expires_at.is_some_and(|at| at <= now) {
                 self.dead_letter(entry.message, DeathReason::Expired, fx);
@@ -1004,17 +1036,20 @@ impl QueueState {
         self.dispatch(now, fx);
     }
 
-    fn end_lease(&mut self, lease: LeaseId) -> Option<Entry> {
+    fn end_lease(&mut self, lease: LeaseId, now: Millis) -> Option<Entry> {
         let l = self.leases.remove(&lease)?;
         if let Some(at) = l.deadline {
             self.lease_deadlines.remove(&(at, lease));
         }
-        if let Some(g) = &l.entry.group
-            && let Some(n) = self.leased_groups.get_mut(g)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.leased_groups.remove(g);
+        if let Some(g) = &l.entry.group {
+            if let Some(n) = self.leased_groups.get_mut(g) {
+                *n -= 1;
+                if *n == 0 {
+                    self.leased_groups.remove(g);
+                }
+            }
+            if !self.config.fifo {
+                self.fair.lease_ended(g, now.saturating_sub(l.since), now);
             }
         }
         if let Some(cid) = l.consumer
@@ -1030,7 +1065,7 @@ impl QueueState {
 
     /// Settle a lease as done. Returns false for an unknown lease.
     pub fn ack(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
-        if self.end_lease(lease).is_none() {
+        if self.end_lease(lease, now).is_none() {
             return false;
         }
         self.dispatch(now, fx);
@@ -1040,7 +1075,7 @@ impl QueueState {
     /// Return a leased message to its original place, flagged redelivered — or
     /// dead-letter it if it reached the delivery limit.
     pub fn requeue(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
-        let Some(entry) = self.end_lease(lease) else { return false };
+        let Some(entry) = self.end_lease(lease, now) else { return false };
         self.return_entry(entry, now, fx);
         self.dispatch(now, fx);
         self.enforce_limits(fx);
@@ -1050,7 +1085,7 @@ impl QueueState {
     /// Requeue many leases at once (channel closed); order is restored by sequence.
     pub fn requeue_all(&mut self, leases: &[LeaseId], now: Millis, fx: &mut Vec<Effect>) {
         for &l in leases {
-            if let Some(entry) = self.end_lease(l) {
+            if let Some(entry) = self.end_lease(l, now) {
                 self.return_entry(entry, now, fx);
             }
         }
@@ -1073,7 +1108,7 @@ impl QueueState {
 
     /// Settle a lease as rejected: dead-letter it (or drop it without a DLX).
     pub fn reject(&mut self, lease: LeaseId, now: Millis, fx: &mut Vec<Effect>) -> bool {
-        let Some(entry) = self.end_lease(lease) else { return false };
+        let Some(entry) = self.end_lease(lease, now) else { return false };
         self.dead_letter(entry.message, DeathReason::Rejected, fx);
         self.dispatch(now, fx);
         true
@@ -1110,6 +1145,7 @@ impl QueueState {
         let n = self.ready.len() as u64;
         self.ready.clear_head();
         self.forget_tails();
+        self.groups.clear();
         self.expiry.clear();
         self.ready_bytes = 0;
         self.resident_bytes = 0;
@@ -1155,7 +1191,7 @@ impl QueueState {
             if at > now {
                 break;
             }
-            if let Some(entry) = self.end_lease(lease) {
+            if let Some(entry) = self.end_lease(lease, now) {
                 self.return_entry(entry, now, fx);
             } else {
                 self.lease_deadlines.remove(&(at, lease));

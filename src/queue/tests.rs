@@ -758,6 +758,24 @@ mod compact_tails {
     }
 
     #[test]
+    fn fair_queues_skip_a_noisy_tenant_among_paged_messages() {
+        let mut p = paged(QueueConfig::default());
+        let mut fx = Vec::new();
+        let g = |name: &str| PublishOptions { group: Some(Arc::from(name)), ..PublishOptions::default() };
+        for i in 0..40 {
+            p.q.publish(msg(&format!("a{i}")), g("A"), None, 0, &mut fx);
+        }
+        p.q.publish(msg("b0"), g("B"), None, 0, &mut fx);
+        assert!(p.q.paged_count() > 30, "most bodies are on disk");
+        let held = p.q.get_batch(30, false, None, 0, &mut fx);
+        assert_eq!(held.len(), 30);
+        let next = p.q.get(false, None, 0, &mut fx).expect("b0");
+        assert_eq!((body(&next), next.group.as_deref()), ("b0", Some("B")));
+        assert_eq!(drain(&mut p.q, 0, &mut fx).len(), 10);
+        p.log.close();
+    }
+
+    #[test]
     fn a_lowered_queue_ttl_expires_paged_messages() {
         let mut p = paged(with_dlx(QueueConfig::default()));
         let mut fx = Vec::new();
@@ -770,5 +788,164 @@ mod compact_tails {
         assert_eq!(dead, ["m0", "m1"]);
         assert_eq!(drain(&mut p.q, 30, &mut fx), ["m2", "m3"]);
         p.log.close();
+    }
+}
+
+mod fair_queues {
+    //! SQS fair queues: a standard queue whose messages carry `MessageGroupId` serves quiet
+    //! tenants before noisy neighbours. Time is passed in, so processing-time shares are
+    //! tested without waiting.
+    use super::*;
+
+    fn in_group(q: &mut QueueState, body: &str, group: &str, now: u64, fx: &mut Vec<Effect>) {
+        q.publish(
+            msg(body),
+            PublishOptions { group: Some(Arc::from(group)), ..PublishOptions::default() },
+            None,
+            now,
+            fx,
+        );
+    }
+
+    /// Receive `n` messages, leasing them; returns (body, lease).
+    fn receive(q: &mut QueueState, n: usize, now: u64, fx: &mut Vec<Effect>) -> Vec<(String, LeaseId)> {
+        q.get_batch(n, false, None, now, fx)
+            .into_iter()
+            .map(|d| (body(&d).to_string(), d.lease.expect("leased")))
+            .collect()
+    }
+
+    fn bodies(got: &[(String, LeaseId)]) -> Vec<&str> {
+        got.iter().map(|(b, _)| b.as_str()).collect()
+    }
+
+    #[test]
+    fn a_tenant_crowding_the_in_flight_messages_is_served_after_quiet_ones() {
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        for i in 0..100 {
+            in_group(&mut q, &format!("a{i}"), "A", 0, &mut fx);
+        }
+        for i in 0..3 {
+            in_group(&mut q, &format!("b{i}"), "B", 0, &mut fx);
+        }
+        publish(&mut q, "loose", 0, &mut fx);
+        // Until A holds 30 messages in flight it is not noisy: plain arrival order.
+        let first = receive(&mut q, 30, 0, &mut fx);
+        assert!(bodies(&first).iter().all(|b| b.starts_with('a')));
+        // Now A has 30 of 30 in flight: B and the message without a group (a tenant of its
+        // own) jump A's backlog of 70; then A again.
+        let next = receive(&mut q, 6, 0, &mut fx);
+        assert_eq!(bodies(&next), ["b0", "b1", "b2", "loose", "a30", "a31"]);
+        // Settling A's leases makes it quiet again: arrival order resumes.
+        for (_, lease) in &first {
+            assert!(q.ack(*lease, 0, &mut fx));
+        }
+        in_group(&mut q, "b3", "B", 0, &mut fx);
+        assert_eq!(bodies(&receive(&mut q, 2, 0, &mut fx)), ["a32", "a33"]);
+    }
+
+    #[test]
+    fn among_noisy_tenants_the_one_with_fewest_in_flight_goes_first() {
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        for i in 0..60 {
+            in_group(&mut q, &format!("a{i}"), "A", 0, &mut fx);
+        }
+        // A: 40 in flight (noisy, but alone). Then C arrives and is quiet until it has 30
+        // in flight itself.
+        assert_eq!(receive(&mut q, 40, 0, &mut fx).len(), 40);
+        for i in 0..60 {
+            in_group(&mut q, &format!("c{i}"), "C", 0, &mut fx);
+        }
+        let c = receive(&mut q, 30, 0, &mut fx);
+        assert!(bodies(&c).iter().all(|b| b.starts_with('c')));
+        // Both noisy now (40 and 30 of 70): C has fewer in flight, so C until it ties at 40,
+        // then the earlier message (A's) wins the tie and they alternate.
+        let got = receive(&mut q, 12, 0, &mut fx);
+        let tenants: String = bodies(&got).iter().map(|b| &b[..1]).collect();
+        assert_eq!(tenants, "ccccccccccac");
+    }
+
+    #[test]
+    fn a_tenant_holding_the_consumers_time_is_noisy_with_few_messages_in_flight() {
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        // A's messages take 10 s each to process: it holds all of the recent processing time.
+        let mut now = 0;
+        for i in 0..5 {
+            in_group(&mut q, &format!("slow{i}"), "A", now, &mut fx);
+            let got = receive(&mut q, 1, now, &mut fx);
+            now += 10_000;
+            assert!(q.ack(got[0].1, now, &mut fx));
+        }
+        in_group(&mut q, "a-next", "A", now, &mut fx);
+        in_group(&mut q, "b", "B", now, &mut fx);
+        assert_eq!(bodies(&receive(&mut q, 2, now, &mut fx)), ["b", "a-next"]);
+        // After ten idle minutes the recent processing time has decayed to nothing: no
+        // tenant is judged, and arrival order is back.
+        now += 600_000;
+        in_group(&mut q, "a-late", "A", now, &mut fx);
+        in_group(&mut q, "c", "C", now, &mut fx);
+        assert_eq!(bodies(&receive(&mut q, 2, now, &mut fx)), ["a-late", "c"]);
+    }
+
+    #[test]
+    fn push_consumers_get_fair_order_too() {
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        for i in 0..50 {
+            in_group(&mut q, &format!("a{i}"), "A", 0, &mut fx);
+        }
+        in_group(&mut q, "b0", "B", 0, &mut fx);
+        q.add_consumer(consumer(1, 33), 0, &mut fx);
+        let got: Vec<String> = delivered(&mut fx).into_iter().map(|d| d.1).collect();
+        let tenants: String = got.iter().map(|b| &b[..1]).collect();
+        assert_eq!(tenants, format!("{}b{}", "a".repeat(30), "a".repeat(2)));
+    }
+
+    #[test]
+    fn expiry_purge_and_requeue_keep_the_group_index_consistent() {
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        let short = Properties { expiration: Some("10".into()), ..Properties::default() };
+        q.publish(
+            msg_with("gone", short),
+            PublishOptions { group: Some(Arc::from("A")), ..PublishOptions::default() },
+            None,
+            0,
+            &mut fx,
+        );
+        in_group(&mut q, "a1", "A", 0, &mut fx);
+        q.tick(11, &mut fx);
+        let got = receive(&mut q, 1, 11, &mut fx);
+        assert_eq!(bodies(&got), ["a1"], "an expired message leaves the index with the ready set");
+        // A requeued message goes back to the head of its group.
+        in_group(&mut q, "a2", "A", 11, &mut fx);
+        assert!(q.requeue(got[0].1, 11, &mut fx));
+        assert_eq!(bodies(&receive(&mut q, 2, 11, &mut fx)), ["a1", "a2"]);
+        in_group(&mut q, "a3", "A", 11, &mut fx);
+        assert_eq!(q.purge(), 1);
+        publish(&mut q, "after-purge", 11, &mut fx);
+        assert_eq!(bodies(&receive(&mut q, 5, 11, &mut fx)), ["after-purge"]);
+    }
+
+    #[test]
+    fn a_fifo_pick_skips_a_blocked_group_without_walking_its_backlog() {
+        let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
+        let mut fx = Vec::new();
+        for i in 0..50_000 {
+            in_group(&mut q, &format!("a{i}"), "A", 0, &mut fx);
+        }
+        in_group(&mut q, "b0", "B", 0, &mut fx);
+        let a0 = q.get(false, None, 0, &mut fx).expect("a0");
+        assert_eq!(body(&a0), "a0");
+        // With A blocked, each receive finds B's message through the group index; before it,
+        // every receive walked A's 49,999 ready messages.
+        for _ in 0..1_000 {
+            let b = q.get(false, None, 0, &mut fx).expect("b0");
+            assert_eq!(body(&b), "b0");
+            assert!(q.requeue(b.lease.expect("lease"), 0, &mut fx));
+        }
     }
 }
