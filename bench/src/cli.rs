@@ -109,6 +109,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
 
+    /// MQTT keep-alive in seconds announced in CONNECT (0 = off); the client sends PINGREQ every
+    /// half of it. Idle connections (`idle-conns`) always announce 0.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u16,
+
     /// Connections to open for `idle-conns`.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
@@ -181,13 +186,13 @@ pub enum Protocol {
     Amqp,
     /// MQTT 3.1.1 over TCP.
     Mqtt,
-    /// MQTT 5 over TCP (rumqttc's v5 client).
+    /// MQTT 5 over TCP.
     Mqtt5,
     /// STOMP 1.2 over TCP.
     Stomp,
     /// STOMP over WebSocket.
     WsStomp,
-    /// MQTT over WebSocket.
+    /// MQTT 3.1.1 over WebSocket.
     WsMqtt,
     /// Switchyard's JSON WebSocket API.
     WsJson,

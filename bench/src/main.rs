@@ -22,6 +22,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::backend::mqtt::MqttBackend;
+use crate::backend::mqtt_wire::Version;
 use crate::backend::{Backend, ConsumeSettings, PublishSettings, Topology};
 use crate::cli::{AmqpClient, Cli, Protocol, Scenario, seconds};
 use crate::procfs::CpuMeter;
@@ -67,11 +69,13 @@ async fn run_with_protocol(cli: &Cli) -> anyhow::Result<Report> {
             AmqpClient::Raw => run_scenario(Arc::new(backend::amqp_raw::RawAmqpBackend::new(&url)?), cli, &url).await,
             AmqpClient::Lapin => run_scenario(Arc::new(backend::amqp::AmqpBackend::new(&url)?), cli, &url).await,
         },
-        Protocol::Mqtt => run_scenario(Arc::new(backend::mqtt::MqttBackend::new(&url)?), cli, &url).await,
-        Protocol::Mqtt5 => run_scenario(Arc::new(backend::mqtt5::Mqtt5Backend::new(&url)?), cli, &url).await,
+        Protocol::Mqtt | Protocol::Mqtt5 => {
+            let version = if cli.protocol == Protocol::Mqtt5 { Version::V5 } else { Version::V311 };
+            run_scenario(Arc::new(MqttBackend::new(&url, version, cli.keepalive)?), cli, &url).await
+        }
         Protocol::Stomp => run_scenario(Arc::new(backend::stomp::StompBackend::new(&url)?), cli, &url).await,
         Protocol::Sqs => run_scenario(Arc::new(backend::sqs::SqsBackend::new(&url)?), cli, &url).await,
-        Protocol::WsMqtt => run_scenario(Arc::new(backend::ws_mqtt::WsMqttBackend::new(&url)?), cli, &url).await,
+        Protocol::WsMqtt => run_scenario(Arc::new(MqttBackend::new_ws(&url, cli.keepalive)?), cli, &url).await,
         Protocol::WsStomp => run_scenario(Arc::new(backend::stomp::StompBackend::new_ws(&url)?), cli, &url).await,
         Protocol::Kinesis => {
             let backend = backend::kinesis::KinesisBackend::new(&url, cli.batch, cli.shards, cli.consumers)?;

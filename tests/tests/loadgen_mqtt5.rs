@@ -1,7 +1,7 @@
-//! The load generator's MQTT 5 protocol (`--protocol mqtt5`, `bench/src/backend/mqtt5.rs` on
-//! rumqttc's v5 client) against the real binary: every message sent must arrive (count
-//! equality, no errors) at QoS 0, 1 and 2, with PUBACK/PUBCOMP counted as confirms, and with
-//! fan-out.
+//! The load generator's MQTT 5 protocol (`--protocol mqtt5`: loadgen's own MQTT client,
+//! `bench/src/backend/mqtt.rs`, speaking version 5) against the real binary: every message sent
+//! must arrive (count equality, no errors) at QoS 0, 1 and 2, with PUBACK/PUBCOMP counted as
+//! confirms, and with fan-out.
 
 mod loadgen_common;
 

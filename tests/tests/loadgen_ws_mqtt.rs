@@ -1,6 +1,6 @@
-//! The load generator's MQTT-over-WebSocket protocol (`--protocol ws-mqtt`:
-//! `bench/src/backend/ws_mqtt.rs` over `bench/src/backend/ws.rs`) against the real binary's
-//! `ws_mqtt` listener: every message sent must arrive (count equality, no errors) at QoS 0, 1
+//! The load generator's MQTT-over-WebSocket protocol (`--protocol ws-mqtt`: loadgen's MQTT
+//! client, `bench/src/backend/mqtt.rs`, over `bench/src/backend/ws.rs`) against the real
+//! binary's `ws_mqtt` listener: every message sent must arrive (count equality, no errors) at QoS 0, 1
 //! (PUBACKs as confirms) and 2 (PUBREC/PUBREL/PUBCOMP both ways), with 16 KiB bodies, with
 //! fan-out, and idle connections must open.
 

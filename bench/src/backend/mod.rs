@@ -8,12 +8,11 @@ pub mod amqp;
 pub mod amqp_raw;
 pub mod kinesis;
 pub mod mqtt;
-pub mod mqtt5;
+pub mod mqtt_wire;
 mod outbox;
 pub mod sqs;
 pub mod stomp;
 pub mod ws;
-pub mod ws_mqtt;
 
 use std::future::Future;
 

@@ -44,17 +44,24 @@ pub fn loadgen_bin() -> PathBuf {
 /// Runs `loadgen <args> --protocol <protocol> --url <url>` against `broker`; returns its JSON
 /// record. Panics (with loadgen's stderr and the broker log) if it fails or times out.
 pub fn loadgen(broker: &Broker, protocol: &str, url: &str, args: &[&str]) -> Value {
+    run(broker.pid(), &|| broker.logs(), protocol, url, args)
+}
+
+/// Like [`loadgen`], against a broker that is not Switchyard (process `pid`, whose log
+/// `logs` returns), e.g. a Mosquitto started by the test.
+#[allow(dead_code)] // not every loadgen_<protocol> test has a foreign broker
+pub fn loadgen_foreign(pid: u32, logs: &dyn Fn() -> String, protocol: &str, url: &str, args: &[&str]) -> Value {
+    run(Some(pid), logs, protocol, url, args)
+}
+
+fn run(pid: Option<u32>, logs: &dyn Fn() -> String, protocol: &str, url: &str, args: &[&str]) -> Value {
     let mut cmd = Command::new(loadgen_bin());
     cmd.args(args).args(["--protocol", protocol, "--url", url, "--no-progress", "--quiet", "--drain-timeout", "30"]);
-    if let Some(pid) = broker.pid() {
+    if let Some(pid) = pid {
         cmd.args(["--broker-pid", &pid.to_string()]);
     }
     let output = run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|out| {
-        panic!(
-            "loadgen {args:?} timed out\nstderr: {}\nbroker log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            broker.logs()
-        )
+        panic!("loadgen {args:?} timed out\nstderr: {}\nbroker log:\n{}", String::from_utf8_lossy(&out.stderr), logs())
     });
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -62,7 +69,7 @@ pub fn loadgen(broker: &Broker, protocol: &str, url: &str, args: &[&str]) -> Val
         "loadgen {args:?} failed ({})\nstdout: {stdout}\nstderr: {}\nbroker log:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr),
-        broker.logs()
+        logs()
     );
     let line = stdout.lines().rfind(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line in {stdout:?}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from loadgen ({e}): {line}"))
