@@ -231,6 +231,22 @@ impl VHost {
         self.queues.read().values().cloned().collect()
     }
 
+    /// Move the broker's clock forward by `ms` (test hooks only: SQS `SwitchyardAdvanceClock`).
+    /// Every queue of this vhost is ticked before this returns, so visibility timeouts,
+    /// delays, TTLs and deduplication windows due by the new time have taken effect for the
+    /// next request; queue and stream timers are woken to re-arm. The clock is process-wide;
+    /// other vhosts' timers catch up at their next wake-up.
+    pub fn advance_clock(&self, ms: u64) -> crate::time::Millis {
+        let now = crate::time::advance_clock(ms);
+        for q in self.queues() {
+            let fx = q.tick();
+            self.handle(&q, fx);
+            q.wake_timer();
+        }
+        self.streams.advance_clock(0);
+        now
+    }
+
     /// Register what queue subscriptions of filter-policy exchanges receive (replaces any
     /// earlier one).
     pub fn set_delivery_transform(&self, transform: Arc<dyn DeliveryTransform>) {

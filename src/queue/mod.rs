@@ -382,6 +382,11 @@ impl Queue {
         n
     }
 
+    /// Make the timer look at its deadline again (the clock moved: [`crate::time::advance_clock`]).
+    pub(crate) fn wake_timer(&self) {
+        self.timer.notify_one();
+    }
+
     /// Wait until the timer may have work: the next deadline, or a change to it.
     pub(crate) async fn wait_for_deadline(&self) {
         let next = {

@@ -483,3 +483,71 @@ fn reset_hook_is_off_by_default_and_empties_sqs_when_on() {
     assert_eq!(call(addr, "CreateQueue", &json!({"QueueName": "r1"})).status, 200);
     assert_eq!(call(addr, "ReceiveMessage", &json!({"QueueUrl": url})).json(), json!({}));
 }
+
+#[test]
+fn clock_hook_passes_visibility_delay_retention_and_dedup_windows_without_waiting() {
+    let broker = Broker::start();
+    let r = call(aws(&broker), "SwitchyardAdvanceClock", &json!({"Millis": 1000}));
+    assert_eq!(r.error().1, "com.amazonaws.sqs#UnknownOperationException", "off by default");
+    drop(broker);
+
+    let broker = Broker::start_with("[aws]\ntest_hooks = true\n", &[]);
+    let addr = aws(&broker);
+    let create = |n: &str, attrs: Value| {
+        let r = call(addr, "CreateQueue", &json!({"QueueName": n, "Attributes": attrs}));
+        assert_eq!(r.status, 200, "{n}");
+        format!("http://{addr}/000000000000/{n}")
+    };
+    let advance = |ms: u64| {
+        let r = call(addr, "SwitchyardAdvanceClock", &json!({"Millis": ms}));
+        assert_eq!(r.status, 200);
+        r.json()["Now"].as_u64().expect("Now")
+    };
+    let receive = |url: &str| {
+        let r = call(
+            addr,
+            "ReceiveMessage",
+            &json!({"QueueUrl": url, "MessageSystemAttributeNames": ["ApproximateReceiveCount"]}),
+        );
+        r.json()["Messages"].as_array().cloned().unwrap_or_default()
+    };
+
+    // A 12-hour visibility timeout ends at once.
+    let vis = create("clk-vis", json!({"VisibilityTimeout": "43200"}));
+    assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": vis, "MessageBody": "v"})).status, 200);
+    assert_eq!(receive(&vis).len(), 1);
+    assert!(receive(&vis).is_empty(), "leased for 12 hours");
+    let before = advance(0);
+    assert!(advance(43_200_000) >= before + 43_200_000);
+    let again = receive(&vis);
+    assert_eq!(again.len(), 1, "visible again after the clock passed the timeout");
+    assert_eq!(again[0]["Attributes"]["ApproximateReceiveCount"], "2");
+
+    // A 15-minute delay.
+    let delayed = create("clk-delay", json!({}));
+    let r = call(addr, "SendMessage", &json!({"QueueUrl": delayed, "MessageBody": "d", "DelaySeconds": 900}));
+    assert_eq!(r.status, 200);
+    assert!(receive(&delayed).is_empty());
+    advance(900_000);
+    assert_eq!(receive(&delayed).len(), 1, "delivered once its delay passed");
+
+    // Retention: a 60 s retention period drops the message.
+    let short = create("clk-retain", json!({"MessageRetentionPeriod": "60"}));
+    assert_eq!(call(addr, "SendMessage", &json!({"QueueUrl": short, "MessageBody": "r"})).status, 200);
+    advance(61_000);
+    assert!(receive(&short).is_empty(), "gone after its retention period");
+
+    // The FIFO deduplication window of 5 minutes.
+    let fifo = create("clk.fifo", json!({"FifoQueue": "true"}));
+    let send = || {
+        let input = json!({"QueueUrl": fifo, "MessageBody": "f", "MessageGroupId": "g", "MessageDeduplicationId": "same"});
+        call(addr, "SendMessage", &input).json()["MessageId"].as_str().expect("MessageId").to_string()
+    };
+    let first = send();
+    assert_eq!(send(), first, "a duplicate inside the window");
+    advance(300_001);
+    assert_ne!(send(), first, "accepted again after the window");
+
+    let r = call(addr, "SwitchyardAdvanceClock", &json!({"Millis": -1}));
+    assert_eq!((r.status, r.error().1.as_str()), (400, "com.amazonaws.sqs#InvalidParameterValue"));
+}

@@ -30,7 +30,8 @@ pub struct AwsConfig {
     /// Access key id → secret access key, for `auth = "sigv4"`.
     pub credentials: BTreeMap<String, String>,
     /// Test hooks for users' own test suites (off by default): the SQS action
-    /// `SwitchyardReset` deletes every SQS-visible queue and all SQS front-end state.
+    /// `SwitchyardReset` deletes every SQS-visible queue and all SQS front-end state, and
+    /// `SwitchyardAdvanceClock` moves the broker's clock forward.
     pub test_hooks: bool,
     /// Kinesis settings (`[aws.kinesis]`).
     pub kinesis: crate::kinesis::KinesisConfig,

@@ -238,6 +238,7 @@ impl Sqs {
             "ListMessageMoveTasks" => self.list_message_move_tasks(input),
             "CancelMessageMoveTask" => self.cancel_message_move_task(input),
             "SwitchyardReset" if self.cfg.test_hooks => self.reset(),
+            "SwitchyardAdvanceClock" if self.cfg.test_hooks => self.advance_clock(input),
             other => Err(AwsError::UnknownOperation(format!("Unknown operation AmazonSQS.{other}"))),
         }
     }
@@ -309,6 +310,21 @@ impl Sqs {
         self.attrs_cache.lock().clear();
         tracing::info!(queues = deleted, "SQS state reset by the test hook");
         Ok(json!({ "QueuesDeleted": deleted }))
+    }
+
+    /// The `SwitchyardAdvanceClock` test hook (`[aws] test_hooks = true`): moves the broker's
+    /// clock forward by `Millis` (a number, or a numeric string from the query protocol), so
+    /// visibility timeouts, delays, retention and the deduplication window pass at once.
+    fn advance_clock(&self, input: &Value) -> Res<Value> {
+        let bad = || AwsError::InvalidParameterValue("Millis must be a non-negative integer".into());
+        let ms = match input.get("Millis") {
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(bad)?,
+            Some(Value::String(s)) => s.parse::<u64>().map_err(|_| bad())?,
+            _ => return Err(AwsError::MissingParameter("Millis".into())),
+        };
+        let now = self.vhost.advance_clock(ms);
+        tracing::info!(ms, now, "clock advanced by the test hook");
+        Ok(json!({ "Now": now }))
     }
 
     /// Drops the front-end state of a queue that was created, changed or deleted.
