@@ -1152,6 +1152,16 @@ impl QueueState {
         n
     }
 
+    /// End every lease and drop its message (SQS `PurgeQueue` deletes in-flight messages
+    /// too; AMQP's `queue.purge` leaves them, so it calls only [`Self::purge`]). A later
+    /// settlement of a dropped lease finds nothing. Returns how many were dropped.
+    pub fn drop_in_flight(&mut self, now: Millis, fx: &mut Vec<Effect>) -> u64 {
+        let leases: Vec<LeaseId> = self.leases.keys().copied().collect();
+        let dropped = leases.iter().filter(|l| self.end_lease(**l, now).is_some()).count();
+        self.dispatch(now, fx);
+        dropped as u64
+    }
+
     fn expire(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         while let Some(&(at, key)) = self.expiry.iter().next() {
             if at > now {

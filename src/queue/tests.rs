@@ -352,6 +352,28 @@ fn fifo_groups_block_while_leased() {
 }
 
 #[test]
+fn dropping_in_flight_messages_ends_their_leases_for_good() {
+    let mut q = QueueState::new(with_dlx(QueueConfig { lease_timeout: Some(1000), ..QueueConfig::default() }), 0);
+    let mut fx = Vec::new();
+    for b in ["a", "b", "c"] {
+        publish(&mut q, b, 0, &mut fx);
+    }
+    let a = q.get(false, None, 0, &mut fx).expect("a");
+    q.add_consumer(consumer(7, 1), 0, &mut fx);
+    assert_eq!(delivered(&mut fx).len(), 1, "b goes to the consumer");
+    assert_eq!(q.purge(), 1, "c was ready");
+    assert_eq!(q.drop_in_flight(0, &mut fx), 2);
+    assert_eq!(q.counts().unacked, 0);
+    assert!(!q.ack(a.lease.expect("lease"), 0, &mut fx), "the lease is gone");
+    q.tick(5000, &mut fx);
+    assert!(q.get(true, None, 5000, &mut fx).is_none(), "nothing comes back after the lease timeout");
+    assert!(dead_letters(&fx).is_empty(), "dropped, not dead-lettered");
+    // The consumer's credit came back with its lease.
+    publish(&mut q, "d", 5000, &mut fx);
+    assert_eq!(delivered(&mut fx).into_iter().map(|d| d.1).collect::<Vec<_>>(), ["d"]);
+}
+
+#[test]
 fn fifo_dedup_window_outlives_deletion() {
     let mut q = QueueState::new(QueueConfig { fifo: true, dedup_window: 300_000, ..QueueConfig::default() }, 0);
     let mut fx = Vec::new();
