@@ -51,6 +51,7 @@ pub(crate) struct GroupIndex {
 
 impl GroupIndex {
     /// True while the index tracks the ready set.
+    #[inline]
     pub(crate) fn is_active(&self) -> bool {
         self.active
     }

@@ -23,6 +23,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -266,6 +267,26 @@ struct Lease {
     since: Millis,
 }
 
+/// Hashes lease ids for the lease map: one multiply instead of SipHash (a lease id is a
+/// counter the broker hands out, so there is nothing to defend against). The multiplier
+/// spreads a counter's low bits into the high bits the hash table probes with.
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaseIdHasher(u64);
+
+impl Hasher for LeaseIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Counters a queue reports (AMQP declare-ok, management, SQS attributes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounts {
@@ -292,7 +313,7 @@ pub struct QueueState {
     ready_bytes: u64,
     expiry: BTreeSet<(Millis, ReadyKey)>,
     delayed: BTreeMap<(Millis, Seq), Entry>,
-    leases: HashMap<LeaseId, Lease>,
+    leases: HashMap<LeaseId, Lease, BuildHasherDefault<LeaseIdHasher>>,
     lease_deadlines: BTreeSet<(Millis, LeaseId)>,
     leased_groups: HashMap<Arc<str>, u32>,
     /// Ready keys by group, so FIFO and fair picks skip groups, not messages.
@@ -330,7 +351,7 @@ impl QueueState {
             ready_bytes: 0,
             expiry: BTreeSet::new(),
             delayed: BTreeMap::new(),
-            leases: HashMap::new(),
+            leases: HashMap::default(),
             lease_deadlines: BTreeSet::new(),
             leased_groups: HashMap::new(),
             groups: GroupIndex::default(),
@@ -563,6 +584,9 @@ impl QueueState {
 
     /// Record a message that just became ready in the group index.
     fn index_group(&mut self, key: ReadyKey, group: Option<Arc<str>>) {
+        if group.is_none() && !self.groups.is_active() {
+            return;
+        }
         let ready = &self.ready;
         self.groups.insert(key, group.as_ref(), || ready.keys());
     }
@@ -643,7 +667,9 @@ impl QueueState {
         if let Some(at) = entry.expires_at {
             self.expiry.remove(&(at, key));
         }
-        self.groups.remove(key, entry.group.as_ref());
+        if self.groups.is_active() {
+            self.groups.remove(key, entry.group.as_ref());
+        }
         self.ready_bytes -= entry.size;
         self.refill();
         Some(entry)

@@ -971,3 +971,43 @@ mod fair_queues {
         }
     }
 }
+
+mod cost {
+    //! Cost of the state machine alone, for profiling (`valgrind --tool=callgrind` on the
+    //! release test binary): `cargo test -p switchyard --release --lib queue::tests::cost -- --ignored --nocapture`.
+    use super::*;
+
+    /// Publish → deliver → written → ack, one consumer with prefetch 200, acks in batches of
+    /// 50 (as an AMQP consumer with `multiple` acks does): the AMQP transient 1 → 1 path.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn publish_deliver_ack_cycle() {
+        const N: u64 = 500_000;
+        let mut q = QueueState::new(QueueConfig::default(), 0);
+        let mut fx = Vec::new();
+        q.add_consumer(consumer(1, 200), 0, &mut fx);
+        let m = Arc::new(Message::new("", "q", Properties::default(), Bytes::from(vec![7u8; 1024])));
+        let mut pending = Vec::with_capacity(256);
+        let start = std::time::Instant::now();
+        for i in 0..N {
+            q.publish(Arc::clone(&m), PublishOptions::default(), None, i / 1000, &mut fx);
+            let mut n = 0;
+            for e in fx.drain(..) {
+                if let Effect::Deliver { delivery, .. } = e {
+                    pending.push(delivery.lease.expect("leased"));
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                q.written(1, n, i / 1000, &mut fx);
+            }
+            if pending.len() >= 50 {
+                for l in pending.drain(..) {
+                    q.ack(l, i / 1000, &mut fx);
+                }
+            }
+        }
+        let el = start.elapsed();
+        println!("{N} messages in {el:?}: {:.0} ns/message", el.as_nanos() as f64 / N as f64);
+    }
+}
