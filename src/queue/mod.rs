@@ -16,7 +16,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
@@ -81,11 +81,43 @@ pub struct Queue {
     store_id: u64,
     inner: Mutex<Inner>,
     timer: Notify,
-    /// Woken (all waiters) whenever an operation leaves ready messages in the queue: a
-    /// publish, a delay passing, a lease expiring or being returned. Long polls (SQS
-    /// `WaitTimeSeconds`) wait on it. Waiters register before looking, so none is missed.
+    /// Wakes one waiter whenever an operation leaves ready messages in the queue: a
+    /// publish, a delay passing, a lease expiring or being returned. A get that takes
+    /// messages and leaves more wakes the next waiter (one wake-up per batch taken, not
+    /// every waiter per message); a get that takes nothing wakes nobody. Deleting the
+    /// queue wakes every waiter. Long polls (SQS `WaitTimeSeconds`) wait on it. Waiters
+    /// register before looking, so none is missed; a woken waiter that goes away passes
+    /// the wake-up on (tokio's `Notify` semantics).
     available: Notify,
+    /// Live [`WakeHold`]s: while nonzero, wake-ups are deferred to the last one's drop.
+    holds: AtomicUsize,
+    /// A wake-up was deferred by a hold.
+    held_wake: AtomicBool,
     deleted: AtomicBool,
+}
+
+/// How an operation wakes long polls waiting for available messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// If ready messages remain after it (publish, return, tick, ...).
+    IfReady,
+    /// Only if it took messages and ready ones remain (a get passes the wake-up on).
+    IfTookAndReady,
+}
+
+/// Defers the queue's "messages available" wake-up while held (see
+/// [`Queue::hold_wakeups`]); dropping the last hold sends the wake-up if one was due.
+#[derive(Debug)]
+pub struct WakeHold<'a> {
+    queue: &'a Queue,
+}
+
+impl Drop for WakeHold<'_> {
+    fn drop(&mut self) {
+        if self.queue.holds.fetch_sub(1, Ordering::SeqCst) == 1 && self.queue.held_wake.swap(false, Ordering::SeqCst) {
+            self.queue.available.notify_one();
+        }
+    }
 }
 
 /// Non-delivery effects a queue operation left for the vhost to carry out.
@@ -116,6 +148,8 @@ impl Queue {
             inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
             timer: Notify::new(),
             available: Notify::new(),
+            holds: AtomicUsize::new(0),
+            held_wake: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
         })
     }
@@ -178,6 +212,15 @@ impl Queue {
 
     /// Run `f` on the state, deliver what it produced, and return the rest.
     fn run<R>(self: &Arc<Self>, f: impl FnOnce(&mut Inner, Millis, &mut Vec<Effect>) -> R) -> (R, Followups) {
+        self.run_waking(Wake::IfReady, f)
+    }
+
+    /// [`Queue::run`] with the wake-up rule for long polls given.
+    fn run_waking<R>(
+        self: &Arc<Self>,
+        wake: Wake,
+        f: impl FnOnce(&mut Inner, Millis, &mut Vec<Effect>) -> R,
+    ) -> (R, Followups) {
         let now = now_ms();
         let mut fx = Vec::new();
         let mut rest = Vec::new();
@@ -187,6 +230,10 @@ impl Queue {
             let r = f(&mut Inner::dead(), now, &mut fx);
             return (r, rest);
         }
+        let ready_before = match wake {
+            Wake::IfReady => 0,
+            Wake::IfTookAndReady => inner.state.counts().ready,
+        };
         let r = f(&mut inner, now, &mut fx);
         while !fx.is_empty() {
             for effect in std::mem::take(&mut fx) {
@@ -209,7 +256,11 @@ impl Queue {
                 }
             }
         }
-        let has_ready = inner.state.counts().ready > 0;
+        let ready = inner.state.counts().ready;
+        let wake_one = match wake {
+            Wake::IfReady => ready > 0,
+            Wake::IfTookAndReady => ready > 0 && ready < ready_before,
+        };
         let next = inner.state.next_deadline();
         let rearm = next.is_some() && (inner.armed.is_none() || next < inner.armed);
         if rearm {
@@ -219,8 +270,8 @@ impl Queue {
         if rearm {
             self.timer.notify_one();
         }
-        if has_ready {
-            self.available.notify_waiters();
+        if wake_one {
+            self.wake_one();
         }
         (r, rest)
     }
@@ -259,9 +310,31 @@ impl Queue {
         self.store_id
     }
 
+    /// Wakes one long poll waiting for available messages, or defers that to the last
+    /// [`WakeHold`].
+    fn wake_one(&self) {
+        if self.holds.load(Ordering::SeqCst) > 0 {
+            self.held_wake.store(true, Ordering::SeqCst);
+            // The last hold may have been dropped in between: then send it here.
+            if self.holds.load(Ordering::SeqCst) == 0 && self.held_wake.swap(false, Ordering::SeqCst) {
+                self.available.notify_one();
+            }
+            return;
+        }
+        self.available.notify_one();
+    }
+
+    /// Defers "messages available" wake-ups until the returned hold (and every other live
+    /// one) is dropped, so a batch of publishes wakes one long poll that takes the batch
+    /// (which passes the wake-up on if messages remain) instead of one per message.
+    pub fn hold_wakeups(&self) -> WakeHold<'_> {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        WakeHold { queue: self }
+    }
+
     /// Pull one message; `lease_deadline` overrides the queue's lease timeout.
     pub fn get(self: &Arc<Self>, auto_ack: bool, lease_deadline: Option<Millis>) -> (Option<Delivery>, Followups) {
-        self.run(|i, now, fx| i.state.get(auto_ack, lease_deadline, now, fx))
+        self.run_waking(Wake::IfTookAndReady, |i, now, fx| i.state.get(auto_ack, lease_deadline, now, fx))
     }
 
     /// Pull up to `max` messages at once (SQS `ReceiveMessage`); `lease_deadline` overrides
@@ -272,7 +345,7 @@ impl Queue {
         auto_ack: bool,
         lease_deadline: Option<Millis>,
     ) -> (Vec<Delivery>, Followups) {
-        self.run(|i, now, fx| i.state.get_batch(max, auto_ack, lease_deadline, now, fx))
+        self.run_waking(Wake::IfTookAndReady, |i, now, fx| i.state.get_batch(max, auto_ack, lease_deadline, now, fx))
     }
 
     /// A future that completes the next time the queue has ready messages after an
