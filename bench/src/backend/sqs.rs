@@ -8,12 +8,21 @@
 //! they got with one `DeleteMessageBatch` before handing the messages out. SQS bodies must be
 //! text, so the 8-byte send stamp travels as 16 hex digits at the start of the body, padded
 //! with `x` to `--size`. Only the shared layout exists (SQS has no fan-out of its own).
+//!
+//! The client is kept lean so it is not what limits a run: requests are written straight into
+//! one reused buffer (no per-message strings), a response is read into a reused buffer without
+//! zeroing it, answers are parsed into borrowed typed structs (no `Value` tree, bodies not
+//! copied), and a `SendMessageBatch` answer is only parsed when its `Failed` list is not empty.
+//! Requests are unsigned: Switchyard's default `[aws] auth = "any"` accepts them.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,6 +34,8 @@ use crate::stats::{Counters, Received, STAMP_LEN};
 const BATCH: usize = 10;
 /// How long one request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Free room kept in the read buffer before each read.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// An SQS endpoint at one address.
 #[derive(Debug)]
@@ -48,7 +59,13 @@ impl SqsBackend {
     async fn connect(&self) -> anyhow::Result<Http> {
         let stream = TcpStream::connect(&self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true)?;
-        Ok(Http { stream, host: self.addr.clone(), buf: Vec::with_capacity(64 * 1024), out: Vec::new() })
+        Ok(Http {
+            stream,
+            host: self.addr.clone(),
+            buf: Vec::with_capacity(READ_CHUNK),
+            out: Vec::new(),
+            consumed: None,
+        })
     }
 
     /// The queue URL of a topology (names sanitised to SQS's alphabet and length).
@@ -74,30 +91,43 @@ struct Http {
     buf: Vec<u8>,
     /// The request being written.
     out: Vec<u8>,
+    /// Bytes of `buf` the last response took (dropped before the next request).
+    consumed: Option<usize>,
 }
 
 impl Http {
-    /// Posts a JSON 1.0 `action` and returns the response body; a non-200 is an error.
-    async fn call(&mut self, action: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
-        tokio::time::timeout(TIMEOUT, self.exchange(action, body))
+    /// Posts a JSON 1.0 `action` and returns the response body; a non-200 is an error. The
+    /// body stays valid until the next call.
+    async fn call(&mut self, action: &str, body: &[u8]) -> anyhow::Result<&[u8]> {
+        let range = tokio::time::timeout(TIMEOUT, self.exchange(action, body))
             .await
-            .map_err(|_| anyhow!("{action}: no answer within {TIMEOUT:?}"))?
+            .map_err(|_| anyhow!("{action}: no answer within {TIMEOUT:?}"))??;
+        Ok(&self.buf[range])
     }
 
-    async fn exchange(&mut self, action: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    /// Sends one request and reads its response; returns where its body is in `buf`.
+    async fn exchange(&mut self, action: &str, body: &[u8]) -> anyhow::Result<Range<usize>> {
+        // The previous response's bytes were handed out until now; drop them.
+        if let Some(done) = self.consumed.take() {
+            self.buf.drain(..done);
+        }
         self.out.clear();
         self.out.extend_from_slice(b"POST / HTTP/1.1\r\nHost: ");
         self.out.extend_from_slice(self.host.as_bytes());
         self.out.extend_from_slice(b"\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: AmazonSQS.");
         self.out.extend_from_slice(action.as_bytes());
-        self.out.extend_from_slice(format!("\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        self.out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(&mut self.out, body.len() as u64);
+        self.out.extend_from_slice(b"\r\n\r\n");
         self.out.extend_from_slice(body);
         self.stream.write_all(&self.out).await?;
         // Read the head.
+        let mut searched = 0;
         let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+            if let Some(i) = find(&self.buf[searched..], b"\r\n\r\n") {
+                break searched + i + 4;
             }
+            searched = self.buf.len().saturating_sub(3);
             self.fill().await?;
         };
         let head = std::str::from_utf8(&self.buf[..head_end]).context("response head is not UTF-8")?;
@@ -117,19 +147,18 @@ impl Http {
         while self.buf.len() < head_end + length {
             self.fill().await?;
         }
-        let body = self.buf[head_end..head_end + length].to_vec();
-        self.buf.drain(..head_end + length);
+        self.consumed = Some(head_end + length);
         if status != 200 {
-            bail!("{action}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            let text = String::from_utf8_lossy(&self.buf[head_end..head_end + length]).into_owned();
+            bail!("{action}: HTTP {status}: {text}");
         }
-        Ok(body)
+        Ok(head_end..head_end + length)
     }
 
+    /// Reads more into `buf`'s spare room (not zeroed first).
     async fn fill(&mut self) -> anyhow::Result<()> {
-        let start = self.buf.len();
-        self.buf.resize(start + 64 * 1024, 0);
-        let n = self.stream.read(&mut self.buf[start..]).await?;
-        self.buf.truncate(start + n);
+        self.buf.reserve(READ_CHUNK);
+        let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             bail!("the broker closed the connection");
         }
@@ -137,7 +166,62 @@ impl Http {
     }
 }
 
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends the SQS body for a stamped payload (see [`body_of`]) without building a string.
+fn push_body(out: &mut Vec<u8>, payload: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const PAD: &[u8; 256] = &[b'x'; 256];
+    let stamp = payload.get(..STAMP_LEN).unwrap_or_default();
+    for b in stamp {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+    let mut left = payload.len().saturating_sub(2 * stamp.len());
+    while left > 0 {
+        let n = left.min(PAD.len());
+        out.extend_from_slice(&PAD[..n]);
+        left -= n;
+    }
+}
+
+/// The parts of a `ReceiveMessage` answer the consumer uses, borrowed from it.
+#[derive(Debug, Deserialize)]
+struct ReceiveAnswer<'a> {
+    #[serde(borrow, rename = "Messages", default)]
+    messages: Vec<ReceivedMessage<'a>>,
+}
+
+/// One received message.
+#[derive(Debug, Deserialize)]
+struct ReceivedMessage<'a> {
+    #[serde(borrow, rename = "Body")]
+    body: Cow<'a, str>,
+    #[serde(borrow, rename = "ReceiptHandle")]
+    handle: Cow<'a, str>,
+}
+
 /// The SQS body for a stamped payload: the stamp as 16 hex digits, then `x` up to its length.
+#[cfg(test)]
 fn body_of(payload: &[u8]) -> String {
     let stamp = payload.get(..STAMP_LEN).unwrap_or_default();
     let mut s: String = stamp.iter().map(|b| format!("{b:02x}")).collect();
@@ -175,20 +259,22 @@ impl Backend for SqsBackend {
 
     async fn producer(&self, topology: &Topology, settings: PublishSettings) -> anyhow::Result<SqsProducer> {
         let size = if settings.confirm_window == 0 { BATCH } else { settings.confirm_window.min(BATCH) };
-        Ok(SqsProducer {
-            http: self.connect().await?,
-            url: self.queue_url(topology),
-            batch: Vec::new(),
-            size,
-            next_id: 0,
-        })
+        let prefix = format!("{{\"QueueUrl\":{},\"Entries\":[", quoted(&self.queue_url(topology))).into_bytes();
+        Ok(SqsProducer { http: self.connect().await?, request: prefix.clone(), prefix, entries: 0, size, next_id: 0 })
     }
 
     async fn consumer(&self, topology: &Topology, _index: usize, _s: ConsumeSettings) -> anyhow::Result<SqsConsumer> {
         let url = self.queue_url(topology);
         let receive =
             format!("{{\"QueueUrl\":{},\"MaxNumberOfMessages\":{BATCH},\"WaitTimeSeconds\":1}}", quoted(&url));
-        Ok(SqsConsumer { http: self.connect().await?, url, receive, ready: VecDeque::new() })
+        let delete_prefix = format!("{{\"QueueUrl\":{},\"Entries\":[", quoted(&url)).into_bytes();
+        Ok(SqsConsumer {
+            http: self.connect().await?,
+            receive,
+            delete_prefix,
+            delete: Vec::new(),
+            ready: VecDeque::new(),
+        })
     }
 
     async fn teardown(&self, topology: &Topology) -> anyhow::Result<()> {
@@ -203,12 +289,16 @@ impl Backend for SqsBackend {
     }
 }
 
-/// A producer: one connection, one batch being filled.
+/// A producer: one connection, one batch request being written.
 #[derive(Debug)]
 pub struct SqsProducer {
     http: Http,
-    url: String,
-    batch: Vec<String>,
+    /// `{"QueueUrl":"...","Entries":[`: how every request starts.
+    prefix: Vec<u8>,
+    /// The request being filled (starts with `prefix`).
+    request: Vec<u8>,
+    /// Entries in `request`.
+    entries: usize,
     /// Messages per request.
     size: usize,
     next_id: u64,
@@ -216,34 +306,42 @@ pub struct SqsProducer {
 
 impl SqsProducer {
     async fn send_batch(&mut self, counters: &Counters) -> anyhow::Result<()> {
-        if self.batch.is_empty() {
+        if self.entries == 0 {
             return Ok(());
         }
-        let mut body = format!("{{\"QueueUrl\":{},\"Entries\":[", quoted(&self.url));
-        for (i, b) in self.batch.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(&format!("{{\"Id\":\"m{}\",\"MessageBody\":\"{b}\"}}", self.next_id));
-            self.next_id += 1;
-        }
-        body.push_str("]}");
-        let answer = self.http.call("SendMessageBatch", body.as_bytes()).await?;
-        let v: Value = serde_json::from_slice(&answer).context("SendMessageBatch answer")?;
-        let failed = v.get("Failed").and_then(Value::as_array).map_or(0, Vec::len);
+        self.request.extend_from_slice(b"]}");
+        let answer = self.http.call("SendMessageBatch", &self.request).await?;
+        // The broker answers `"Failed":[]` when every entry went through; anything else is parsed.
+        let failed = if find(answer, b"\"Failed\":[]").is_some() {
+            0
+        } else {
+            let v: Value = serde_json::from_slice(answer).context("SendMessageBatch answer")?;
+            v.get("Failed").and_then(Value::as_array).map_or(0, Vec::len)
+        };
         if failed > 0 {
             counters.nacked.fetch_add(failed as u64, Ordering::Relaxed);
         }
-        counters.confirmed.fetch_add((self.batch.len() - failed) as u64, Ordering::Relaxed);
-        self.batch.clear();
+        counters.confirmed.fetch_add((self.entries - failed) as u64, Ordering::Relaxed);
+        self.request.clear();
+        self.request.extend_from_slice(&self.prefix);
+        self.entries = 0;
         Ok(())
     }
 }
 
 impl Producer for SqsProducer {
     async fn send(&mut self, payload: &[u8], counters: &Counters) -> anyhow::Result<()> {
-        self.batch.push(body_of(payload));
-        if self.batch.len() >= self.size {
+        if self.entries > 0 {
+            self.request.push(b',');
+        }
+        self.request.extend_from_slice(b"{\"Id\":\"m");
+        push_decimal(&mut self.request, self.next_id);
+        self.request.extend_from_slice(b"\",\"MessageBody\":\"");
+        push_body(&mut self.request, payload);
+        self.request.extend_from_slice(b"\"}");
+        self.next_id += 1;
+        self.entries += 1;
+        if self.entries >= self.size {
             self.send_batch(counters).await?;
         }
         Ok(())
@@ -262,9 +360,12 @@ impl Producer for SqsProducer {
 #[derive(Debug)]
 pub struct SqsConsumer {
     http: Http,
-    url: String,
     /// The ReceiveMessage request body (the same every time).
     receive: String,
+    /// `{"QueueUrl":"...","Entries":[`: how every delete request starts.
+    delete_prefix: Vec<u8>,
+    /// The delete request being written.
+    delete: Vec<u8>,
     ready: VecDeque<Received>,
 }
 
@@ -275,22 +376,33 @@ impl Consumer for SqsConsumer {
                 return Ok(Some(r));
             }
             let answer = self.http.call("ReceiveMessage", self.receive.as_bytes()).await?;
-            let v: Value = serde_json::from_slice(&answer).context("ReceiveMessage answer")?;
-            let Some(messages) = v.get("Messages").and_then(Value::as_array) else { continue };
-            let mut delete = format!("{{\"QueueUrl\":{},\"Entries\":[", quoted(&self.url));
-            for (i, m) in messages.iter().enumerate() {
-                let body = m.get("Body").and_then(Value::as_str).unwrap_or_default();
-                let handle = m.get("ReceiptHandle").and_then(Value::as_str).unwrap_or_default();
+            let answer: ReceiveAnswer = serde_json::from_slice(answer).context("ReceiveMessage answer")?;
+            if answer.messages.is_empty() {
+                continue;
+            }
+            self.delete.clear();
+            self.delete.extend_from_slice(&self.delete_prefix);
+            for (i, m) in answer.messages.iter().enumerate() {
                 if i > 0 {
-                    delete.push(',');
+                    self.delete.push(b',');
                 }
-                delete.push_str(&format!("{{\"Id\":\"d{i}\",\"ReceiptHandle\":{}}}", quoted(handle)));
-                self.ready.push_back(Received { stamp_ns: stamp_of(body), len: body.len() });
+                self.delete.extend_from_slice(b"{\"Id\":\"d");
+                push_decimal(&mut self.delete, i as u64);
+                self.delete.extend_from_slice(b"\",\"ReceiptHandle\":");
+                if m.handle.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'+' | b'/'))
+                {
+                    self.delete.push(b'"');
+                    self.delete.extend_from_slice(m.handle.as_bytes());
+                    self.delete.push(b'"');
+                } else {
+                    self.delete.extend_from_slice(quoted(&m.handle).as_bytes());
+                }
+                self.delete.push(b'}');
+                self.ready.push_back(Received { stamp_ns: stamp_of(&m.body), len: m.body.len() });
             }
-            delete.push_str("]}");
-            if !messages.is_empty() {
-                self.http.call("DeleteMessageBatch", delete.as_bytes()).await?;
-            }
+            self.delete.extend_from_slice(b"]}");
+            drop(answer);
+            self.http.call("DeleteMessageBatch", &self.delete).await?;
         }
     }
 
@@ -311,6 +423,26 @@ mod tests {
         assert_eq!(body.len(), 64);
         assert_eq!(stamp_of(&body), Some(0x0123_4567_89ab_cdef));
         assert!(body.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn requests_are_written_as_json() {
+        let mut payload = vec![0u8; 600];
+        crate::stats::stamp(&mut payload, 42);
+        let mut out = Vec::new();
+        push_body(&mut out, &payload);
+        assert_eq!(out, body_of(&payload).into_bytes());
+        let mut n = Vec::new();
+        for x in [0u64, 7, 10, 1234567890, u64::MAX] {
+            n.clear();
+            push_decimal(&mut n, x);
+            assert_eq!(n, x.to_string().into_bytes());
+        }
+        let answer = br#"{"Messages":[{"MessageId":"a","Body":"00x","MD5OfBody":"m","ReceiptHandle":"h\/1"}]}"#;
+        let a: ReceiveAnswer = serde_json::from_slice(answer).expect("typed");
+        assert_eq!((a.messages[0].body.as_ref(), a.messages[0].handle.as_ref()), ("00x", "h/1"));
+        let none: ReceiveAnswer = serde_json::from_slice(b"{}").expect("typed");
+        assert!(none.messages.is_empty());
     }
 
     #[test]

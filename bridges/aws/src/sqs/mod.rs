@@ -653,8 +653,9 @@ impl Sqs {
         if body.is_empty() {
             return Err(AwsError::MissingParameter("MessageBody".into()));
         }
-        // Fast path: printable ASCII, tab, LF and CR are always allowed.
-        let plain = body.bytes().all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'));
+        // Fast path: ASCII from space up (checked a word at a time), tab, LF and CR are always allowed.
+        let plain = wire::is_plain_ascii(body.as_bytes())
+            || body.bytes().all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'));
         if !plain && let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
             return Err(AwsError::InvalidMessageContents(format!(
                 "Invalid binary character '#x{:X}' was found in the message body, the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
@@ -1031,10 +1032,17 @@ impl Sqs {
 
     /// The queue and lease a receipt handle names; it must belong to `queue`.
     fn lease_of(&self, queue: &str, handle: &str) -> Res<Handle> {
-        let h = Handle::decode(handle).ok_or_else(|| AwsError::ReceiptHandleIsInvalid(handle.to_string()))?;
-        if h.queue != queue {
-            return Err(AwsError::ReceiptHandleIsInvalid(handle.to_string()));
-        }
+        let mut buf = [0; HANDLE_MAX];
+        // Decoded in place; a handle too long for that (a queue name over 255 bytes) the slow way.
+        let h = match HandleRef::decode(handle, &mut buf) {
+            Some(h) if h.queue == queue => {
+                Handle { queue: String::new(), lease: h.lease, received_at: h.received_at, incarnation: h.incarnation }
+            }
+            Some(_) => return Err(AwsError::ReceiptHandleIsInvalid(handle.to_string())),
+            None => Handle::decode(handle)
+                .filter(|h| h.queue == queue)
+                .ok_or_else(|| AwsError::ReceiptHandleIsInvalid(handle.to_string()))?,
+        };
         Ok(h)
     }
 
@@ -1208,9 +1216,29 @@ struct Handle {
 }
 
 impl Handle {
+    /// The base64url text of `v1\n<queue>\n<lease>\n<received_at>\n<incarnation hex>`.
     fn encode(&self) -> String {
         let Handle { queue, lease, received_at, incarnation } = self;
-        URL_SAFE_NO_PAD.encode(format!("v1\n{queue}\n{lease}\n{received_at}\n{incarnation:x}"))
+        if queue.len() > 255 {
+            return URL_SAFE_NO_PAD.encode(format!("v1\n{queue}\n{lease}\n{received_at}\n{incarnation:x}"));
+        }
+        let mut raw = [0u8; HANDLE_MAX];
+        let mut n = 0;
+        let mut put = |b: &[u8]| {
+            let end = (n + b.len()).min(raw.len());
+            raw[n..end].copy_from_slice(&b[..end - n]);
+            n = end;
+        };
+        // Queue names are at most 255 bytes (AMQP's limit), so the text always fits.
+        put(b"v1\n");
+        put(queue.as_bytes());
+        put(b"\n");
+        put(digits(*lease, 10, &mut [0; 20]));
+        put(b"\n");
+        put(digits(*received_at, 10, &mut [0; 20]));
+        put(b"\n");
+        put(digits(*incarnation, 16, &mut [0; 20]));
+        URL_SAFE_NO_PAD.encode(&raw[..n])
     }
 
     fn decode(s: &str) -> Option<Handle> {
@@ -1227,6 +1255,52 @@ impl Handle {
             return None;
         }
         Some(Handle { queue, lease, received_at, incarnation })
+    }
+}
+
+/// The longest receipt handle text (queue names are at most 255 bytes).
+const HANDLE_MAX: usize = 320;
+
+/// A decoded receipt handle borrowing its queue name from the decode buffer.
+#[derive(Debug, PartialEq, Eq)]
+struct HandleRef<'a> {
+    queue: &'a str,
+    lease: u64,
+    received_at: Millis,
+    incarnation: u64,
+}
+
+impl<'a> HandleRef<'a> {
+    /// Decodes `s` into `buf` (a handle longer than that is not one of ours).
+    fn decode(s: &str, buf: &'a mut [u8; HANDLE_MAX]) -> Option<HandleRef<'a>> {
+        let n = URL_SAFE_NO_PAD.decode_slice(s, buf).ok()?;
+        let raw = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut parts = raw.split('\n');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let queue = parts.next()?;
+        let lease = parts.next()?.parse().ok()?;
+        let received_at = parts.next()?.parse().ok()?;
+        let incarnation = u64::from_str_radix(parts.next()?, 16).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(HandleRef { queue, lease, received_at, incarnation })
+    }
+}
+
+/// `n` in `radix` (10 or 16, lower case), written at the end of `buf`.
+fn digits(mut n: u64, radix: u64, buf: &mut [u8; 20]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = HEX[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
@@ -1666,6 +1740,18 @@ mod tests {
     fn receipt_handle_round_trips_and_rejects_garbage() {
         let h = Handle { queue: "orders".into(), lease: 42, received_at: 1_700_000_000_000, incarnation: u64::MAX };
         assert_eq!(Handle::decode(&h.encode()), Some(h));
+        let old = URL_SAFE_NO_PAD.encode("v1\norders.fifo\n0\n17\nabc");
+        let h = Handle { queue: "orders.fifo".into(), lease: 0, received_at: 17, incarnation: 0xabc };
+        assert_eq!(h.encode(), old, "the text format did not change");
+        let long = Handle { queue: "q".repeat(255), lease: u64::MAX, received_at: u64::MAX, incarnation: u64::MAX };
+        assert_eq!(Handle::decode(&long.encode()), Some(long));
+        let mut buf = [0; HANDLE_MAX];
+        let h = HandleRef::decode(&old, &mut buf).expect("ours");
+        assert_eq!((h.queue, h.lease, h.received_at, h.incarnation), ("orders.fifo", 0, 17, 0xabc));
+        let longer = Handle { queue: "q".repeat(400), lease: 1, received_at: 2, incarnation: 3 };
+        assert_eq!(HandleRef::decode(&longer.encode(), &mut buf), None);
+        assert_eq!(Handle::decode(&longer.encode()), Some(longer));
+        assert_eq!(Handle::decode(&URL_SAFE_NO_PAD.encode("x".repeat(300))), None);
         assert_eq!(Handle::decode("not-a-handle"), None);
         assert_eq!(Handle::decode(&URL_SAFE_NO_PAD.encode("v2\nq\n1\n2")), None);
     }

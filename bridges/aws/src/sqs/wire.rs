@@ -527,6 +527,23 @@ pub fn needs_escape(b: &[u8]) -> bool {
     chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// True if every byte of `b` is ASCII from space (0x20) up: text SQS accepts as a body
+/// without a closer look.
+pub fn is_plain_ascii(b: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let w = u64::from_le_bytes(w);
+        if w & HI != 0 || w.wrapping_sub(0x20 * LO) & !w & HI != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&c| (0x20..0x80).contains(&c))
+}
+
 /// A JSON answer being written.
 #[derive(Debug, Default)]
 pub struct JsonOut {
@@ -870,6 +887,18 @@ mod tests {
         }
         assert!(!needs_escape(b""));
         assert!(!needs_escape("héllo wörld / ~ \u{7f} 😀".as_bytes()));
+    }
+
+    #[test]
+    fn plain_ascii_scan_is_exact() {
+        for b in 0u8..=255 {
+            for pos in 0..20 {
+                let mut v = vec![b'a'; 20];
+                v[pos] = b;
+                assert_eq!(is_plain_ascii(&v), (0x20..0x80).contains(&b), "byte {b:#x} at {pos}");
+            }
+        }
+        assert!(is_plain_ascii(b""));
     }
 
     #[test]
