@@ -455,6 +455,11 @@ impl Queue {
         n
     }
 
+    /// End every lease and drop its message (SQS `PurgeQueue`); returns how many.
+    pub fn purge_in_flight(self: &Arc<Self>) -> (u64, Followups) {
+        self.run(|i, now, fx| i.state.drop_in_flight(now, fx))
+    }
+
     /// Make the timer look at its deadline again (the clock moved: [`crate::time::advance_clock`]).
     pub(crate) fn wake_timer(&self) {
         self.timer.notify_one();

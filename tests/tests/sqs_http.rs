@@ -548,6 +548,15 @@ fn clock_hook_passes_visibility_delay_retention_and_dedup_windows_without_waitin
     advance(300_001);
     assert_ne!(send(), first, "accepted again after the window");
 
+    // PurgeQueue: one per 60 s per queue; the clock passes the interval too.
+    let purged = create("clk-purge", json!({}));
+    assert_eq!(call(addr, "PurgeQueue", &json!({"QueueUrl": purged})).status, 200);
+    let r = call(addr, "PurgeQueue", &json!({"QueueUrl": purged}));
+    assert_eq!(r.error().1, "com.amazonaws.sqs#PurgeQueueInProgress");
+    assert_eq!(r.header("x-amzn-query-error"), Some("AWS.SimpleQueueService.PurgeQueueInProgress;Sender"));
+    advance(60_000);
+    assert_eq!(call(addr, "PurgeQueue", &json!({"QueueUrl": purged})).status, 200);
+
     let r = call(addr, "SwitchyardAdvanceClock", &json!({"Millis": -1}));
     assert_eq!((r.status, r.error().1.as_str()), (400, "com.amazonaws.sqs#InvalidParameterValue"));
 }

@@ -118,8 +118,19 @@ def purge_and_missing_queue_errors():
     url = sqs.create_queue(QueueName=name("purge"))["QueueUrl"]
     for i in range(3):
         sqs.send_message(QueueUrl=url, MessageBody="m%d" % i)
+    leased = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"][0]
     sqs.purge_queue(QueueUrl=url)
     eq(sqs.receive_message(QueueUrl=url).get("Messages"), None, "purged")
+    # The in-flight message went with the ready ones: it does not come back when its
+    # 1 s visibility timeout ends (a long poll of 3 s would see it), and its receipt handle
+    # settles nothing (deleting it is still not an error, as on AWS).
+    eq(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=3).get("Messages"), None, "in-flight purged too")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=leased["ReceiptHandle"])
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    eq(attrs["ApproximateNumberOfMessagesNotVisible"], "0", "nothing in flight after a purge")
+    # One purge per 60 s per queue.
+    code, status, _ = error_code(sqs.purge_queue, QueueUrl=url)
+    eq((code, status), ("AWS.SimpleQueueService.PurgeQueueInProgress", 400), "second purge")
     missing = url.rsplit("/", 1)[0] + "/" + name("missing")
     for op, kw in [
         (sqs.send_message, {"MessageBody": "x"}),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """boto3 against a broker with `[aws] limits = "relaxed"`: messages over 1 MiB, a
 retention of seconds (and lowering it expires queued messages), more than 10 message
-attributes, and a 24 h visibility timeout are accepted."""
+attributes, a 24 h visibility timeout, and back-to-back PurgeQueue calls are accepted."""
 
 import time
 
@@ -36,6 +36,16 @@ def lowering_retention_expires_queued_messages():
     check(not sqs.receive_message(QueueUrl=url).get("Messages"), "the newer one expired after 1 s too")
     sqs.delete_queue(QueueUrl=url)
 
+
+
+@test
+def purges_are_not_rate_limited():
+    url = sqs.create_queue(QueueName=name("purge"))["QueueUrl"]
+    for _ in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+        sqs.purge_queue(QueueUrl=url)
+    eq(sqs.receive_message(QueueUrl=url).get("Messages"), None, "purged each time")
+    sqs.delete_queue(QueueUrl=url)
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@
 //! | FIFO deduplication window | 5 min | 5 min |
 //! | `ReceiveRequestAttemptId` window | 5 min | 5 min |
 //! | move task rate (`MaxNumberOfMessagesPerSecond`) | 1 – 500 | 1 – 1,000,000 |
+//! | `PurgeQueue` calls per queue | one per 60 s | unlimited |
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,8 @@ pub struct Limits {
     pub attempt_window_ms: u64,
     /// Largest `MaxNumberOfMessagesPerSecond` of a move task.
     pub max_move_rate: i64,
+    /// Shortest time between two `PurgeQueue` calls on one queue, ms.
+    pub purge_interval_ms: u64,
 }
 
 impl Limits {
@@ -88,6 +91,7 @@ impl Limits {
         dedup_window_ms: 5 * 60 * 1000,
         attempt_window_ms: 5 * 60 * 1000,
         max_move_rate: 500,
+        purge_interval_ms: 60_000,
     };
 
     /// Larger limits for development and load tests.
@@ -109,6 +113,7 @@ impl Limits {
         dedup_window_ms: 5 * 60 * 1000,
         attempt_window_ms: 5 * 60 * 1000,
         max_move_rate: 1_000_000,
+        purge_interval_ms: 0,
     };
 
     /// The column for `mode`.

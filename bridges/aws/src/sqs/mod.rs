@@ -146,6 +146,8 @@ pub struct Sqs {
     attrs_cache: Mutex<AttrsCache>,
     tasks: Arc<Mutex<admin::MoveTasks>>,
     sequence: AtomicU64,
+    /// When each queue was last purged (`PurgeQueueInProgress` within the purge interval).
+    purges: Mutex<HashMap<String, Millis>>,
     /// Random per process: lease ids restart after a restart, so a receipt handle from an
     /// earlier run must not settle a lease of this one.
     boot: u64,
@@ -186,6 +188,7 @@ impl Sqs {
             attrs_cache: Mutex::new(HashMap::new()),
             tasks: Arc::new(Mutex::new(admin::MoveTasks::default())),
             sequence,
+            purges: Mutex::new(HashMap::new()),
             boot,
         })
     }
@@ -355,6 +358,7 @@ impl Sqs {
         }
         self.overlays.lock().clear();
         self.attrs_cache.lock().clear();
+        self.purges.lock().clear();
         tracing::info!(queues = deleted, "SQS state reset by the test hook");
         Ok(json!({ "QueuesDeleted": deleted }))
     }
@@ -583,9 +587,28 @@ impl Sqs {
         Ok(json!({}))
     }
 
+    /// `PurgeQueue`: deletes the ready *and* the in-flight messages (their receipt handles
+    /// then settle nothing). A second purge of the queue within the limits' purge interval
+    /// (60 s strict, none relaxed) is `PurgeQueueInProgress`, as on AWS.
     fn purge_queue(&self, input: &Value) -> Res<Value> {
-        let (name, _) = self.queue_from_url(input)?;
+        let (name, q) = self.queue_from_url(input)?;
+        let now = now_ms();
+        {
+            let mut purges = self.purges.lock();
+            purges.retain(|_, at| now < at.saturating_add(self.limits.purge_interval_ms));
+            if purges.contains_key(&name) {
+                return Err(AwsError::PurgeQueueInProgress(format!(
+                    "Only one PurgeQueue operation on {name} is allowed every 60 seconds."
+                )));
+            }
+            if self.limits.purge_interval_ms > 0 {
+                purges.insert(name.clone(), now);
+            }
+        }
         self.vhost.purge_queue(&name, &self.ctx).map_err(core_err)?;
+        let (in_flight, fx) = q.purge_in_flight();
+        self.vhost.handle(&q, fx);
+        tracing::debug!(queue = %name, in_flight, "purged");
         Ok(json!({}))
     }
 
