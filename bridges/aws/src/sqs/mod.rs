@@ -970,8 +970,7 @@ impl Sqs {
             Ok(_) => BodyText::Utf8(m.body.clone()),
             Err(_) => BodyText::Lossy(String::from_utf8_lossy(&m.body).into_owned()),
         };
-        let receipt_handle =
-            Handle { queue: queue.to_string(), lease: d.lease.unwrap_or(0), received_at, incarnation }.encode();
+        let receipt_handle = encode_handle(queue, d.lease.unwrap_or(0), received_at, incarnation);
         let message_id = m.properties.message_id.clone().unwrap_or_else(|| format!("{:032x}", d.seq));
         // The MD5 stored at send, if the message came through SQS with its body unchanged.
         let md5_body = match (&body, m.properties.header(BODY_MD5_HEADER).and_then(FieldValue::as_str)) {
@@ -1240,28 +1239,9 @@ struct Handle {
 
 impl Handle {
     /// The base64url text of `v1\n<queue>\n<lease>\n<received_at>\n<incarnation hex>`.
+    #[cfg(test)]
     fn encode(&self) -> String {
-        let Handle { queue, lease, received_at, incarnation } = self;
-        if queue.len() > 255 {
-            return URL_SAFE_NO_PAD.encode(format!("v1\n{queue}\n{lease}\n{received_at}\n{incarnation:x}"));
-        }
-        let mut raw = [0u8; HANDLE_MAX];
-        let mut n = 0;
-        let mut put = |b: &[u8]| {
-            let end = (n + b.len()).min(raw.len());
-            raw[n..end].copy_from_slice(&b[..end - n]);
-            n = end;
-        };
-        // Queue names are at most 255 bytes (AMQP's limit), so the text always fits.
-        put(b"v1\n");
-        put(queue.as_bytes());
-        put(b"\n");
-        put(digits(*lease, 10, &mut [0; 20]));
-        put(b"\n");
-        put(digits(*received_at, 10, &mut [0; 20]));
-        put(b"\n");
-        put(digits(*incarnation, 16, &mut [0; 20]));
-        URL_SAFE_NO_PAD.encode(&raw[..n])
+        encode_handle(&self.queue, self.lease, self.received_at, self.incarnation)
     }
 
     fn decode(s: &str) -> Option<Handle> {
@@ -1279,6 +1259,31 @@ impl Handle {
         }
         Some(Handle { queue, lease, received_at, incarnation })
     }
+}
+
+/// The receipt handle text of a lease: base64url of
+/// `v1\n<queue>\n<lease>\n<received_at>\n<incarnation hex>`.
+fn encode_handle(queue: &str, lease: u64, received_at: Millis, incarnation: u64) -> String {
+    if queue.len() > 255 {
+        return URL_SAFE_NO_PAD.encode(format!("v1\n{queue}\n{lease}\n{received_at}\n{incarnation:x}"));
+    }
+    let mut raw = [0u8; HANDLE_MAX];
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        let end = (n + b.len()).min(raw.len());
+        raw[n..end].copy_from_slice(&b[..end - n]);
+        n = end;
+    };
+    // Queue names are at most 255 bytes here, so the text always fits.
+    put(b"v1\n");
+    put(queue.as_bytes());
+    put(b"\n");
+    put(digits(lease, 10, &mut [0; 20]));
+    put(b"\n");
+    put(digits(received_at, 10, &mut [0; 20]));
+    put(b"\n");
+    put(digits(incarnation, 16, &mut [0; 20]));
+    URL_SAFE_NO_PAD.encode(&raw[..n])
 }
 
 /// The longest receipt handle text (queue names are at most 255 bytes).

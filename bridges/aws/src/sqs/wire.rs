@@ -510,21 +510,29 @@ pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
 pub fn needs_escape(b: &[u8]) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(LO) & !v & HI != 0;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
+    // Bit 7 of a byte of the result is set for a byte below 0x20, '"' or '\' (and possibly
+    // for the byte after one: only "is there any" is exact, which is all that is asked).
+    let flags = |c: &[u8]| {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
         let w = u64::from_le_bytes(w);
-        // A byte below 0x20, or equal to '"' or '\'.
-        if w.wrapping_sub(0x20 * LO) & !w & HI != 0
-            || has_zero(w ^ (b'"' as u64 * LO))
-            || has_zero(w ^ (b'\\' as u64 * LO))
-        {
+        let q = w ^ (b'"' as u64 * LO);
+        let s = w ^ (b'\\' as u64 * LO);
+        (w.wrapping_sub(0x20 * LO) & !w | q.wrapping_sub(LO) & !q | s.wrapping_sub(LO) & !s) & HI
+    };
+    let mut blocks = b.chunks_exact(32);
+    for c in &mut blocks {
+        if flags(&c[..8]) | flags(&c[8..16]) | flags(&c[16..24]) | flags(&c[24..]) != 0 {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    let mut words = blocks.remainder().chunks_exact(8);
+    for c in &mut words {
+        if flags(c) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// True if every byte of `b` is ASCII from space (0x20) up: text SQS accepts as a body
@@ -878,8 +886,8 @@ mod tests {
     #[test]
     fn escape_scan_finds_exactly_what_json_escapes() {
         for b in 0u8..=255 {
-            for pos in 0..20 {
-                let mut v = vec![b'a'; 20];
+            for pos in 0..70 {
+                let mut v = vec![b'a'; 70];
                 v[pos] = b;
                 let expected = b < 0x20 || b == b'"' || b == b'\\';
                 assert_eq!(needs_escape(&v), expected, "byte {b:#x} at {pos}");
