@@ -48,5 +48,6 @@ scenario!(sqs_boto3_queues, Client::Python, "sqs_queues.py");
 scenario!(sqs_boto3_messages, Client::Python, "sqs_messages.py");
 scenario!(sqs_boto3_fifo, Client::Python, "sqs_fifo.py");
 scenario!(sqs_boto3_fair, Client::Python, "sqs_fair.py");
+scenario!(sqs_boto3_mqtt_interop, Client::Python, "sqs_mqtt_interop.py");
 scenario!(sqs_boto3_redrive, Client::Python, "sqs_redrive.py");
 scenario!(sqs_boto3_amqp_interop, Client::Python, "sqs_amqp_interop.py");
