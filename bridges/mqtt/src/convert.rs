@@ -45,6 +45,13 @@ fn is_internal(name: &str) -> bool {
 ///
 /// `publisher` is the client id to record for No Local, if needed.
 pub fn to_message(p: &Publish, exchange: &str, publisher: Option<&str>) -> Message {
+    to_message_with_key(p, exchange, publisher, to_routing_key(&p.topic))
+}
+
+/// [`to_message`] with the routing key already converted from `p.topic` (a session keeps the
+/// last conversion: publishers usually repeat their topic).
+pub fn to_message_with_key(p: &Publish, exchange: &str, publisher: Option<&str>, routing_key: String) -> Message {
+    debug_assert_eq!(routing_key, to_routing_key(&p.topic));
     let mut props =
         AmqpProps { delivery_mode: Some(if p.qos == QoS::AtMostOnce { 1 } else { 2 }), ..AmqpProps::default() };
     let mut headers = FieldTable::new();
@@ -95,7 +102,7 @@ pub fn to_message(p: &Publish, exchange: &str, publisher: Option<&str>) -> Messa
         headers.insert(H_PROPERTY_ORDER.into(), FieldValue::Array(order));
     }
     props.headers = Some(headers);
-    Message::new(exchange, to_routing_key(&p.topic), props, p.payload.clone())
+    Message::new(exchange, routing_key, props, p.payload.clone())
 }
 
 /// The QoS a message was published with: its `x-mqtt-publish-qos` header, else

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use switchyard::auth::User;
 use switchyard::exchange::Destination;
-use switchyard::message::{FieldTable, FieldValue};
+use switchyard::message::{FieldTable, FieldValue, Message};
 use switchyard::queue::state::{ConsumerId, Delivery, LeaseId};
 use switchyard::queue::{ConnectionId, ConsumerEvent, ConsumerSink, Queue};
 use switchyard::store::Lsn;
@@ -36,7 +36,8 @@ use crate::codec::{
     UnsubAck, Unsubscribe, Will, publish_size,
 };
 use crate::convert::{
-    message_publisher, message_qos, message_retained, message_topic, to_message, to_publish_properties,
+    message_publisher, message_qos, message_retained, message_topic, to_message, to_message_with_key,
+    to_publish_properties,
 };
 use crate::error::{Violation, core_reason, core_text, reason};
 use crate::retained::RetainedStore;
@@ -204,6 +205,10 @@ pub(crate) struct Session {
     pub(crate) out: BytesMut,
     /// Deliveries encoded since the last write, per (queue, consumer), for `written`.
     pub(crate) written: Vec<(Arc<Queue>, ConsumerId)>,
+    /// The routing key of the last delivery and its MQTT topic ([`Session::topic_of`]).
+    last_topic: Option<(String, String)>,
+    /// The topic of the last PUBLISH and its routing key ([`Session::routing_key_of`]).
+    last_key: Option<(String, String)>,
 }
 
 impl Session {
@@ -264,6 +269,8 @@ impl Session {
             problem_info: c.properties.request_problem_information != Some(0),
             out: BytesMut::new(),
             written: Vec::new(),
+            last_topic: None,
+            last_key: None,
             vhost,
             shared,
         };
@@ -520,8 +527,9 @@ impl Session {
             return self.refuse_publish(&p, reason::PAYLOAD_FORMAT_INVALID, "payload is not UTF-8".into());
         }
         let retained_gen = if p.retain { self.retained.set(&p).unwrap_or(0) } else { 0 };
+        let routing_key = self.routing_key_of(&p.topic);
         let publisher = self.no_local.then_some(self.client_id.as_str());
-        let message = to_message(&p, &self.exchange, publisher);
+        let message = to_message_with_key(&p, &self.exchange, publisher, routing_key);
         let outcome = match self.vhost.publish(message, &self.ctx) {
             Ok(o) => o,
             Err(e) => {
@@ -922,16 +930,58 @@ impl Session {
         }
     }
 
+    /// The routing key of a published topic; like [`Session::topic_of`], the last conversion is
+    /// kept, since a publisher usually repeats its topic.
+    fn routing_key_of(&mut self, topic: &str) -> String {
+        if let Some((cached_topic, key)) = &self.last_key
+            && cached_topic == topic
+        {
+            return key.clone();
+        }
+        let key = to_routing_key(topic);
+        match &mut self.last_key {
+            Some((cached_topic, cached)) => {
+                cached_topic.clear();
+                cached_topic.push_str(topic);
+                cached.clone_from(&key);
+            }
+            None => self.last_key = Some((topic.to_owned(), key.clone())),
+        }
+        key
+    }
+
+    /// The MQTT topic of a delivered message. Deliveries usually come in runs from the same
+    /// routing key, so the last conversion is kept and a repeat costs one `String` clone instead
+    /// of a conversion (`from_routing_key` scans and rewrites the key).
+    fn topic_of(&mut self, m: &Message) -> String {
+        if let Some((key, topic)) = &self.last_topic
+            && *key == m.routing_key
+        {
+            return topic.clone();
+        }
+        let topic = message_topic(m);
+        match &mut self.last_topic {
+            Some((key, cached)) => {
+                key.clear();
+                key.push_str(&m.routing_key);
+                cached.clone_from(&topic);
+            }
+            None => self.last_topic = Some((m.routing_key.clone(), topic.clone())),
+        }
+        topic
+    }
+
     /// A delivery from the core for one of this session's consumers.
     pub(crate) fn deliver(&mut self, consumer: ConsumerId, queue: Arc<Queue>, d: Delivery) {
         let Some(lease) = d.lease else { return };
         let m = &d.message;
-        let topic = message_topic(m);
+        let topic = self.topic_of(m);
         let mut granted: Option<QoS> = None;
         let mut rap = false;
         let mut ids: Vec<u32> = Vec::new();
         if self.consumer == Some(consumer) {
-            let own = message_publisher(m) == Some(self.client_id.as_str());
+            // Only a No Local subscription needs the publisher (a header lookup per delivery).
+            let own = self.no_local && message_publisher(m) == Some(self.client_id.as_str());
             for (filter, sub) in &self.subs {
                 if (sub.options.no_local && own) || !topic::matches(filter, &topic) {
                     continue;
