@@ -116,6 +116,16 @@ pub struct PublishOutcome {
     pub lsn: Option<Lsn>,
 }
 
+/// What one publishing session remembers between publishes (see [`VHost::publish_cached`]):
+/// the exchange its user was last allowed to write to, and the queue the default exchange
+/// last routed to. A session's user is fixed and immutable, so a granted permission stays
+/// granted; the queue is reused only while it is not deleted and has the routing key's name.
+#[derive(Debug, Default)]
+pub struct PublishCache {
+    write_checked: Option<String>,
+    queue: Option<Arc<Queue>>,
+}
+
 /// How a lease is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -677,9 +687,31 @@ impl VHost {
     /// Publish with queue-level options (delay, FIFO group, dedup id).
     pub fn publish_with(
         &self,
+        message: Message,
+        opts: PublishOptions,
+        ctx: &ClientContext,
+    ) -> CoreResult<PublishOutcome> {
+        self.publish_inner(message, opts, ctx, &mut PublishCache::default())
+    }
+
+    /// [`VHost::publish`] for a session that publishes repeatedly: `cache` (kept by the
+    /// session, for one `ctx`) saves the permission check and the queue lookup when the
+    /// exchange, or the default exchange's target queue, is the same as last time.
+    pub fn publish_cached(
+        &self,
+        message: Message,
+        ctx: &ClientContext,
+        cache: &mut PublishCache,
+    ) -> CoreResult<PublishOutcome> {
+        self.publish_inner(message, PublishOptions::default(), ctx, cache)
+    }
+
+    fn publish_inner(
+        &self,
         mut message: Message,
         opts: PublishOptions,
         ctx: &ClientContext,
+        cache: &mut PublishCache,
     ) -> CoreResult<PublishOutcome> {
         let ex = self.existing_exchange(&message.exchange)?;
         if ex.internal {
@@ -688,7 +720,10 @@ impl VHost {
                 ex.name, self.name
             )));
         }
-        self.check(ctx, ResourceKind::Exchange, &ex.name, Access::Write)?;
+        if cache.write_checked.as_deref() != Some(ex.name.as_str()) {
+            self.check(ctx, ResourceKind::Exchange, &ex.name, Access::Write)?;
+            cache.write_checked = Some(ex.name.clone());
+        }
         if let Some(uid) = &message.properties.user_id
             && *uid != ctx.user.name
         {
@@ -702,7 +737,7 @@ impl VHost {
         {
             return Err(CoreError::precondition(format!("invalid expiration '{exp}': {why}")));
         }
-        let mut keys = vec![message.routing_key.clone()];
+        let mut extra_keys = Vec::new();
         if let Some(h) = message.properties.headers.as_mut() {
             for name in ["CC", "BCC"] {
                 if let Some(v) = h.get(name)
@@ -716,15 +751,45 @@ impl VHost {
             }
             for name in ["CC", "BCC"] {
                 if let Some(FieldValue::Array(extra)) = h.get(name) {
-                    keys.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                    extra_keys.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
                 }
             }
             h.remove("BCC");
         }
+        if extra_keys.is_empty() && ex.name.is_empty() {
+            // The default exchange with one routing key names exactly one queue and has no
+            // alternate: no key list, no target list, and the queue of the last publish is
+            // reused while it is the one of that name.
+            let cached = cache.queue.as_ref().filter(|q| q.name() == message.routing_key && !q.is_deleted());
+            let q = match cached {
+                Some(q) => Arc::clone(q),
+                None => match self.queue(&message.routing_key) {
+                    Some(q) => {
+                        cache.queue = Some(Arc::clone(&q));
+                        q
+                    }
+                    None => return Ok(PublishOutcome::default()),
+                },
+            };
+            return self.enqueue_all(message, std::iter::once((q, None)), opts);
+        }
+        let mut keys = Vec::with_capacity(1 + extra_keys.len());
+        keys.push(message.routing_key.clone());
+        keys.append(&mut extra_keys);
         let targets = self.route(&ex, &keys, &message);
         if targets.is_empty() {
             return Ok(PublishOutcome::default());
         }
+        self.enqueue_all(message, targets, opts)
+    }
+
+    /// Charge `message` to the memory monitor and put it into every target queue.
+    fn enqueue_all(
+        &self,
+        mut message: Message,
+        targets: impl IntoIterator<Item = (Arc<Queue>, Option<Arc<Message>>)>,
+        opts: PublishOptions,
+    ) -> CoreResult<PublishOutcome> {
         message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
         let message = Arc::new(message);
         let mut outcome = PublishOutcome { routed: true, rejected: false, lsn: None };
@@ -958,6 +1023,29 @@ impl VHost {
             }
             self.written(&batch[i].0, batch[i].1, (j - i) as u32);
             i = j;
+        }
+    }
+
+    /// Report a front-end's written deliveries as runs of (queue, consumer, how many), which
+    /// it coalesces as it encodes; pairs in several runs are added up here, so each is told
+    /// once. Drains `runs`, keeping its allocation for the next batch.
+    pub fn written_runs(&self, runs: &mut Vec<(Arc<Queue>, ConsumerId, u32)>) {
+        if runs.len() > 1 {
+            runs.sort_by_key(|(q, c, _)| (Arc::as_ptr(q) as usize, *c));
+        }
+        let mut pending: Option<(Arc<Queue>, ConsumerId, u32)> = None;
+        for (q, c, n) in runs.drain(..) {
+            match pending.as_mut() {
+                Some((pq, pc, pn)) if Arc::ptr_eq(pq, &q) && *pc == c => *pn = pn.saturating_add(n),
+                _ => {
+                    if let Some((pq, pc, pn)) = pending.replace((q, c, n)) {
+                        self.written(&pq, pc, pn);
+                    }
+                }
+            }
+        }
+        if let Some((q, c, n)) = pending {
+            self.written(&q, c, n);
         }
     }
 

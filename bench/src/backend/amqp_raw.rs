@@ -20,11 +20,12 @@ use anyhow::{Context, anyhow, bail};
 use lapin::uri::AMQPUri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::amqp::{AmqpBackend, IdleAmqp, consumer_queue, publish_target};
+use super::outbox::Outbox;
 use super::{Backend, ConsumeSettings, Consumer, Producer, PublishSettings, Topology};
 use crate::stats::{Counters, Received, STAMP_LEN};
 
@@ -39,8 +40,6 @@ const CHANNEL_CLASS: u16 = 20;
 const BASIC: u16 = 60;
 const CONFIRM: u16 = 85;
 
-/// A producer waits for the writer once this many bytes are queued.
-const OUTBOX_LIMIT: usize = 1 << 20;
 /// How long setup steps and the final flush may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -225,139 +224,16 @@ impl FrameReader {
     }
 }
 
-/// Bytes waiting for the writer task, which writes whatever accumulated while it was busy: many
-/// messages per `write` under load, one per `write` when idle, never a timer.
-struct Outbox {
-    buf: Mutex<Vec<u8>>,
-    wake_writer: Notify,
-    drained: Notify,
-    queued: AtomicU64,
-    written: AtomicU64,
-    failed: Mutex<Option<String>>,
-    closing: AtomicBool,
-    stopping: AtomicBool,
-}
-
-impl Outbox {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            buf: Mutex::new(Vec::with_capacity(OUTBOX_LIMIT)),
-            wake_writer: Notify::new(),
-            drained: Notify::new(),
-            queued: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            closing: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-        })
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn fail(&self, err: String) {
-        self.failed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(err);
-        self.drained.notify_waiters();
-    }
-
-    /// Appends with `encode`, waiting first while more than [`OUTBOX_LIMIT`] bytes are queued.
-    async fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        let mut encode = Some(encode);
-        loop {
-            let drained = self.drained.notified();
-            if let Some(err) = self.failure() {
-                bail!("writing to the broker: {err}");
-            }
-            let appended = {
-                let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                match encode.take() {
-                    Some(f) if buf.len() < OUTBOX_LIMIT => {
-                        let before = buf.len();
-                        f(&mut buf);
-                        self.queued.fetch_add((buf.len() - before) as u64, Ordering::Release);
-                        true
-                    }
-                    other => {
-                        encode = other;
-                        false
-                    }
-                }
-            };
-            if appended {
-                self.wake_writer.notify_one();
-                return Ok(());
-            }
-            drained.await;
-        }
-    }
-
-    /// Waits until everything queued so far has been written.
-    async fn flush(&self) -> anyhow::Result<()> {
-        let target = self.queued.load(Ordering::Acquire);
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let drained = self.drained.notified();
-                if let Some(err) = self.failure() {
-                    bail!("writing to the broker: {err}");
-                }
-                if self.written.load(Ordering::Acquire) >= target {
-                    return Ok(());
-                }
-                drained.await;
-            }
-        })
-        .await
-        .map_err(|_| anyhow!("the broker did not take our writes within {TIMEOUT:?}"))?
-    }
-
-    fn spawn_writer(self: &Arc<Self>, mut wr: OwnedWriteHalf) -> JoinHandle<()> {
-        let outbox = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut spare = Vec::with_capacity(OUTBOX_LIMIT);
-            loop {
-                {
-                    let mut buf = outbox.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                    std::mem::swap(&mut *buf, &mut spare);
-                }
-                if spare.is_empty() {
-                    if outbox.stopping.load(Ordering::Acquire) {
-                        break;
-                    }
-                    outbox.wake_writer.notified().await;
-                    continue;
-                }
-                if let Err(err) = wr.write_all(&spare).await {
-                    outbox.fail(err.to_string());
-                    break;
-                }
-                outbox.written.fetch_add(spare.len() as u64, Ordering::Release);
-                spare.clear();
-                outbox.drained.notify_waiters();
-            }
-            let _ = wr.shutdown().await;
-        })
-    }
-
-    /// Queues `connection.close` and waits until it is written. The socket stays open: the
-    /// caller waits for `close-ok` before [`Outbox::stop`], because a broker that sees the
-    /// socket close first may drop publishes still in its pipeline (RabbitMQ does).
-    async fn send_close(&self) {
-        let mut close = method_payload(CONNECTION, 50);
-        close.extend_from_slice(&200u16.to_be_bytes());
-        close.push(0); // empty reply text
-        close.extend_from_slice(&[0, 0, 0, 0]); // class id, method id
-        self.closing.store(true, Ordering::Release);
-        let _ = self.push(|out| put_frame(out, FRAME_METHOD, 0, &close)).await;
-        let _ = self.flush().await;
-    }
-
-    /// Stops the writer task, which shuts the socket down.
-    async fn stop(&self, writer: JoinHandle<()>) {
-        self.stopping.store(true, Ordering::Release);
-        self.wake_writer.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    }
+/// Queues `connection.close` and waits until it is written. The socket stays open: the caller
+/// waits for `close-ok` before [`Outbox::stop`], because a broker that sees the socket close
+/// first may drop publishes still in its pipeline (RabbitMQ does).
+async fn send_close(outbox: &Outbox) {
+    let mut close = method_payload(CONNECTION, 50);
+    close.extend_from_slice(&200u16.to_be_bytes());
+    close.push(0); // empty reply text
+    close.extend_from_slice(&[0, 0, 0, 0]); // class id, method id
+    let _ = outbox.push(|out| put_frame(out, FRAME_METHOD, 0, &close)).await;
+    let _ = outbox.flush().await;
 }
 
 /// Opens a connection and channel 1; returns the reader, the outbox (with its writer task) and
@@ -366,8 +242,7 @@ async fn open_channel(uri: &AMQPUri) -> anyhow::Result<(FrameReader, Arc<Outbox>
     let (socket, frame_max) = handshake(uri).await?;
     let (rd, wr) = socket.into_split();
     let mut reader = FrameReader::new(rd);
-    let outbox = Outbox::new();
-    let writer = outbox.spawn_writer(wr);
+    let (outbox, writer) = Outbox::start(wr);
     let mut open = method_payload(CHANNEL_CLASS, 10);
     open.push(0);
     outbox.push(|out| put_frame(out, FRAME_METHOD, CHANNEL, &open)).await?;
@@ -412,10 +287,12 @@ impl Backend for RawAmqpBackend {
         put_short_str(&mut publish, routing_key.as_str())?;
         publish.push(0);
         let confirms = Arc::new(ConfirmState::default());
-        let reader_task = tokio::spawn(read_confirms(reader, Arc::clone(&confirms), Arc::clone(&outbox)));
+        let closing = Arc::new(AtomicBool::new(false));
+        let reader_task = tokio::spawn(read_confirms(reader, Arc::clone(&confirms), Arc::clone(&closing)));
         Ok(RawProducer {
             outbox,
             writer,
+            closing,
             reader_task,
             confirms,
             publish_frame: frame(FRAME_METHOD, CHANNEL, &publish),
@@ -547,7 +424,7 @@ impl ConfirmState {
 }
 
 /// Reads a producer's socket: confirms, and the broker closing the channel or connection.
-async fn read_confirms(mut reader: FrameReader, confirms: Arc<ConfirmState>, outbox: Arc<Outbox>) {
+async fn read_confirms(mut reader: FrameReader, confirms: Arc<ConfirmState>, closing: Arc<AtomicBool>) {
     let result: anyhow::Result<()> = async {
         loop {
             while let Some((kind, _, range)) = reader.try_frame()? {
@@ -571,7 +448,7 @@ async fn read_confirms(mut reader: FrameReader, confirms: Arc<ConfirmState>, out
     }
     .await;
     if let Err(err) = result
-        && !outbox.closing.load(Ordering::Acquire)
+        && !closing.load(Ordering::Acquire)
     {
         confirms.fail(format!("{err:#}"));
     }
@@ -581,6 +458,8 @@ async fn read_confirms(mut reader: FrameReader, confirms: Arc<ConfirmState>, out
 pub struct RawProducer {
     outbox: Arc<Outbox>,
     writer: JoinHandle<()>,
+    /// Set before `connection.close` goes out, so the reader task's end is not a failure.
+    closing: Arc<AtomicBool>,
     reader_task: JoinHandle<()>,
     confirms: Arc<ConfirmState>,
     publish_frame: Vec<u8>,
@@ -658,7 +537,8 @@ impl Producer for RawProducer {
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        self.outbox.send_close().await;
+        self.closing.store(true, Ordering::Release);
+        send_close(&self.outbox).await;
         // The reader task ends on `connection.close-ok` (or on an error).
         let _ = tokio::time::timeout(TIMEOUT, self.reader_task).await;
         self.outbox.stop(self.writer).await;
@@ -777,7 +657,7 @@ impl Consumer for RawConsumer {
         if self.manual_ack && self.unacked > 0 {
             let _ = self.ack(self.last_tag, true).await;
         }
-        self.outbox.send_close().await;
+        send_close(&self.outbox).await;
         self.current = None;
         let _ = self.reader.expect(CONNECTION, 51).await;
         self.outbox.stop(self.writer).await;

@@ -1,4 +1,4 @@
-//! The coalescing writer the lean clients share (STOMP, STOMP and MQTT over WebSocket): callers
+//! The coalescing writer the lean clients share (AMQP, STOMP, STOMP and MQTT over WebSocket): callers
 //! append encoded frames to a buffer, and one writer task writes whatever accumulated while it
 //! was busy — many messages per `write` under load, one per `write` when idle, never a timer.
 

@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, confirm, exchange, queue, tx};
 use amq_protocol::types::{AMQPValue, FieldTable as AmqpTable, LongString, ShortString};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use switchyard::exchange::Destination;
 use switchyard::message::{Message, Properties};
 use switchyard::queue::state::{ConsumerId, Delivery, LeaseId, SharedCredit};
 use switchyard::queue::{ConsumerSink, Queue};
 use switchyard::store::Lsn;
-use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, QueueSpec};
+use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, PublishCache, QueueSpec};
 use switchyard::{ClientContext, VHost};
 
 use crate::codec::DeliverArgs;
-use crate::codec::convert::{properties_from_amqp, properties_to_amqp, table_from_amqp};
+use crate::codec::convert::{
+    plain_properties, properties_from_amqp, properties_to_amqp, put_plain_properties, table_from_amqp,
+};
 use crate::error::{AmqpError, code};
 use crate::outbound::Outbound;
 
@@ -36,8 +38,9 @@ pub(crate) struct ConnState {
     pub(crate) consumer_channels: FxHashMap<ConsumerId, u16>,
     pub(crate) max_message_size: usize,
     pub(crate) consumer_cancel_notify: bool,
-    /// Deliveries encoded this turn, reported to their queues once written.
-    pub(crate) written: Vec<(Arc<Queue>, ConsumerId)>,
+    /// Deliveries encoded this turn as runs of one queue and consumer, reported to their
+    /// queues once written.
+    pub(crate) written: Vec<(Arc<Queue>, ConsumerId, u32)>,
     /// The highest message-log LSN known durable; confirms wait for it.
     pub(crate) synced: Lsn,
     /// The message log failed: nothing above `synced` will ever be durable.
@@ -103,6 +106,8 @@ pub(crate) struct Channel {
     reply_queue: Option<String>,
     /// A tx.commit-ok waiting for its messages to be durable.
     commit_ok_after: Option<Lsn>,
+    /// Permission and default-exchange queue of the last publish.
+    publish_cache: PublishCache,
 }
 
 fn ss(s: &str) -> ShortString {
@@ -131,6 +136,7 @@ impl Channel {
             last_queue: None,
             reply_queue: None,
             commit_ok_after: None,
+            publish_cache: PublishCache::default(),
         }
     }
 
@@ -475,9 +481,8 @@ impl Channel {
         }
         p.properties = Some(properties_from_amqp(properties));
         p.body_size = body_size;
-        p.body.reserve(body_size.min(1 << 20) as usize);
         if body_size == 0 {
-            return self.complete_publish(st);
+            return self.complete_publish(Bytes::new(), st);
         }
         Ok(())
     }
@@ -496,14 +501,24 @@ impl Channel {
                 format!("content body larger than the {} bytes the content header announced", p.body_size),
             ));
         }
+        if p.body.is_empty() && payload.len() as u64 == p.body_size {
+            // The whole body in one frame (the usual case): one exact-size copy out of the
+            // read buffer. The copy is deliberate: a slice would keep the whole read buffer
+            // alive for as long as the message is queued, beyond what it is charged for.
+            return self.complete_publish(Bytes::copy_from_slice(payload), st);
+        }
+        if p.body.is_empty() {
+            p.body.reserve(p.body_size.min(1 << 20) as usize);
+        }
         p.body.extend_from_slice(payload);
         if p.body.len() as u64 == p.body_size {
-            return self.complete_publish(st);
+            let body = std::mem::take(&mut p.body).freeze();
+            return self.complete_publish(body, st);
         }
         Ok(())
     }
 
-    fn complete_publish(&mut self, st: &mut ConnState) -> Result<(), AmqpError> {
+    fn complete_publish(&mut self, body: Bytes, st: &mut ConnState) -> Result<(), AmqpError> {
         let Some(p) = self.pending.take() else { return Ok(()) };
         let mut props = p.properties.unwrap_or_default();
         if props.reply_to.as_deref() == Some(REPLY_TO) {
@@ -516,7 +531,7 @@ impl Channel {
                 }
             }
         }
-        let msg = Message::new(p.exchange, p.routing_key, props, p.body.freeze());
+        let msg = Message::new(p.exchange, p.routing_key, props, body);
         if let Some(txs) = self.tx.as_mut() {
             // Publishing to a missing exchange fails at publish time even in a transaction.
             if st.vhost.exchange(&msg.exchange).is_none() {
@@ -541,7 +556,7 @@ impl Channel {
         });
         let returned = mandatory
             .then(|| (msg.exchange.clone(), msg.routing_key.clone(), msg.properties.clone(), msg.body.clone()));
-        let outcome = st.vhost.publish(msg, &st.ctx)?;
+        let outcome = st.vhost.publish_cached(msg, &st.ctx, &mut self.publish_cache)?;
         if let Some((exchange, routing_key, props, body)) = returned
             && !outcome.routed
         {
@@ -719,11 +734,19 @@ impl Channel {
             exchange: &d.message.exchange,
             routing_key: &d.message.routing_key,
         };
-        st.out.deliver(self.id, &args, &properties_to_amqp(&d.message.properties), &d.message.body);
+        let props = &d.message.properties;
+        if plain_properties(props) {
+            st.out.deliver_with(self.id, &args, |out| put_plain_properties(props, out), &d.message.body);
+        } else {
+            st.out.deliver(self.id, &args, &properties_to_amqp(props), &d.message.body);
+        }
         if let Some(lease) = d.lease {
             self.unacked.insert(delivery_tag, Unacked { queue: Arc::clone(&queue), lease });
         }
-        st.written.push((queue, id));
+        match st.written.last_mut() {
+            Some((q, c, n)) if *c == id && Arc::ptr_eq(q, &queue) => *n += 1,
+            _ => st.written.push((queue, id, 1)),
+        }
     }
 
     fn get(&mut self, g: basic::Get, st: &mut ConnState) -> Result<(), AmqpError> {
@@ -763,25 +786,30 @@ impl Channel {
     }
 
     fn apply_settle(&mut self, tag: u64, multiple: bool, op: SettleOp, st: &mut ConnState) -> Result<(), AmqpError> {
-        let tags: Vec<u64> = if multiple {
-            if tag == 0 {
-                self.unacked.keys().copied().collect()
-            } else {
-                self.unacked.range(..=tag).map(|(t, _)| *t).collect()
-            }
-        } else if self.unacked.contains_key(&tag) {
-            vec![tag]
-        } else {
-            Vec::new()
-        };
-        if tags.is_empty() && !(multiple && tag == 0) {
-            return Err(AmqpError::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}")));
-        }
         let outcome = match op {
             SettleOp::Ack => Outcome::Ack,
             SettleOp::Nack { requeue: true } => Outcome::Requeue,
             SettleOp::Nack { requeue: false } => Outcome::Reject,
         };
+        if !multiple {
+            // One tag (the common case): no list of tags to build.
+            let Some(u) = self.unacked.remove(&tag) else {
+                return Err(AmqpError::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}")));
+            };
+            st.vhost.settle(&u.queue, u.lease, outcome);
+            if self.global_limit {
+                self.kick_all(st);
+            }
+            return Ok(());
+        }
+        let tags: Vec<u64> = if tag == 0 {
+            self.unacked.keys().copied().collect()
+        } else {
+            self.unacked.range(..=tag).map(|(t, _)| *t).collect()
+        };
+        if tags.is_empty() && tag != 0 {
+            return Err(AmqpError::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}")));
+        }
         for t in tags {
             if let Some(u) = self.unacked.remove(&t) {
                 st.vhost.settle(&u.queue, u.lease, outcome);

@@ -27,6 +27,8 @@ use crate::config::AmqpConfig;
 use crate::error::{AmqpError, code};
 use crate::outbound::Outbound;
 
+/// Below this much free room, the read buffer moves its partial frame to the front (or grows).
+const READ_ROOM_MIN: usize = 16 * 1024;
 /// Most consumer events handled per loop turn, so reads are not starved.
 const EVENTS_PER_TURN: usize = 512;
 /// How long we wait for `connection.close-ok` after sending `connection.close`.
@@ -134,8 +136,17 @@ impl Conn {
         loop {
             if !self.out.buf.is_empty() {
                 stream.write_all_buf(&mut self.out.buf).await?;
+                // Start the next turn's frames at the front of the allocation again: without
+                // this, they go after the bytes just written, and growing past the end copies
+                // the buffer (a whole turn of deliveries) instead of reusing it.
+                let _ = self.out.buf.try_reclaim(self.out.buf.capacity() + 1);
                 last_write = Instant::now();
                 self.report_written();
+            }
+            // Likewise keep room to read a large batch: a read into the last few bytes of the
+            // buffer would take only part of what the socket holds.
+            if buf.capacity() - buf.len() < READ_ROOM_MIN {
+                buf.reserve(READ_ROOM_MIN);
             }
             if self.phase == Phase::Done {
                 stream.flush().await?;
@@ -557,8 +568,10 @@ impl Conn {
         if ch.closing {
             return Ok(());
         }
+        // The channel encodes straight into the connection's buffer (lent for the call).
+        std::mem::swap(&mut self.out.buf, &mut st.out.buf);
         let result = f(ch, st);
-        append_out(&mut self.out.buf, &mut st.out.buf);
+        std::mem::swap(&mut self.out.buf, &mut st.out.buf);
         match result {
             Err(e) if !e.hard => {
                 self.close_channel(id, &e);
@@ -596,6 +609,9 @@ impl Conn {
 
     fn handle_event(&mut self, ev: ConsumerEvent) {
         let Some(st) = self.state.as_mut() else { return };
+        // Deliveries are encoded straight into the connection's buffer (lent for the call),
+        // not copied into it afterwards.
+        std::mem::swap(&mut self.out.buf, &mut st.out.buf);
         match ev {
             ConsumerEvent::Deliver { consumer, queue, delivery } => {
                 match st.consumer_channels.get(&consumer).and_then(|c| self.channels.get_mut(c)) {
@@ -613,7 +629,7 @@ impl Conn {
                 }
             }
         }
-        append_out(&mut self.out.buf, &mut st.out.buf);
+        std::mem::swap(&mut self.out.buf, &mut st.out.buf);
     }
 
     fn report_written(&mut self) {
@@ -621,7 +637,7 @@ impl Conn {
         if st.written.is_empty() {
             return;
         }
-        st.vhost.written_batch(std::mem::take(&mut st.written));
+        st.vhost.written_runs(&mut st.written);
     }
 
     fn release_confirms(&mut self, synced: switchyard::store::Lsn) {

@@ -40,6 +40,17 @@ impl Outbound {
         codec::encode_deliver(channel, args, properties, body, self.frame_max, &mut self.buf);
     }
 
+    /// Queue a `basic.deliver` whose content-header properties `put_properties` writes.
+    pub(crate) fn deliver_with(
+        &mut self,
+        channel: u16,
+        args: &codec::DeliverArgs<'_>,
+        put_properties: impl FnOnce(&mut BytesMut) -> Result<(), amq_protocol::frame::GenError>,
+        body: &[u8],
+    ) {
+        codec::encode_deliver_with(channel, args, put_properties, body, self.frame_max, &mut self.buf);
+    }
+
     /// Queue a heartbeat frame.
     pub(crate) fn heartbeat(&mut self) {
         codec::encode(&Frame::Heartbeat, &mut self.buf);

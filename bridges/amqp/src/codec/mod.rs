@@ -355,6 +355,16 @@ fn decode_content_header(channel: u16, payload: &[u8]) -> Result<Frame, DecodeEr
         return Err(bad(format!("weight is {weight}, must be 0")));
     }
     let body_size = u64::from_be_bytes([*s0, *s1, *s2, *s3, *s4, *s5, *s6, *s7]);
+    // The common shapes on a publisher's hot path, without the parser: no properties, or
+    // only a delivery mode (what parse_properties would return for these bytes).
+    match props {
+        [0, 0] => return Ok(Frame::Header { channel, class_id, body_size, properties: BasicProperties::default() }),
+        [0x10, 0, mode] => {
+            let properties = BasicProperties::default().with_delivery_mode(*mode);
+            return Ok(Frame::Header { channel, class_id, body_size, properties });
+        }
+        _ => {}
+    }
     if nesting::properties_too_deep(props, MAX_TABLE_DEPTH) {
         return Err(bad(format!("headers table nested deeper than {MAX_TABLE_DEPTH} levels")));
     }
@@ -399,7 +409,8 @@ pub fn encode_content(
     frame_max: u32,
     out: &mut BytesMut,
 ) {
-    put_content(out, channel, method.get_amqp_class_id(), properties, body, frame_max, |out| {
+    let props = |out: &mut BytesMut| put_properties(out, properties);
+    put_content(out, channel, method.get_amqp_class_id(), props, body, frame_max, |out| {
         put_method_frame(out, channel, method)
     });
 }
@@ -430,7 +441,21 @@ pub fn encode_deliver(
     frame_max: u32,
     out: &mut BytesMut,
 ) {
-    put_content(out, channel, 60, properties, body, frame_max, |out| {
+    encode_deliver_with(channel, args, |out| put_properties(out, properties), body, frame_max, out);
+}
+
+/// [`encode_deliver`] with the content header's property flags and values written by
+/// `put_properties` (which must write a complete, valid property list), so a caller that
+/// can encode its own property form directly need not build a [`BasicProperties`] first.
+pub fn encode_deliver_with(
+    channel: u16,
+    args: &DeliverArgs<'_>,
+    put_properties: impl FnOnce(&mut BytesMut) -> Result<(), GenError>,
+    body: &[u8],
+    frame_max: u32,
+    out: &mut BytesMut,
+) {
+    put_content(out, channel, 60, put_properties, body, frame_max, |out| {
         let start = begin_frame(out, FRAME_METHOD, channel);
         out.put_u16(60);
         out.put_u16(60);
@@ -449,7 +474,7 @@ fn put_content(
     out: &mut BytesMut,
     channel: u16,
     class_id: u16,
-    properties: &BasicProperties,
+    properties: impl FnOnce(&mut BytesMut) -> Result<(), GenError>,
     body: &[u8],
     frame_max: u32,
     put_method: impl FnOnce(&mut BytesMut),
@@ -459,7 +484,7 @@ fn put_content(
     // Method and header frames are rarely above a few hundred bytes.
     out.reserve(body.len() + body_frames * FRAME_OVERHEAD as usize + 512);
     put_method(out);
-    put_header_frame(out, channel, class_id, body.len() as u64, properties);
+    put_header_frame_with(out, channel, class_id, body.len() as u64, properties);
     for piece in body.chunks(chunk) {
         put_body_frame(out, channel, piece);
     }
@@ -507,12 +532,28 @@ fn put_method_frame(out: &mut BytesMut, channel: u16, method: &AMQPClass) {
 }
 
 fn put_header_frame(out: &mut BytesMut, channel: u16, class_id: u16, body_size: u64, properties: &BasicProperties) {
+    put_header_frame_with(out, channel, class_id, body_size, |out| put_properties(out, properties));
+}
+
+/// A content header whose property flags and values `properties` writes.
+fn put_header_frame_with(
+    out: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    body_size: u64,
+    properties: impl FnOnce(&mut BytesMut) -> Result<(), GenError>,
+) {
     let start = begin_frame(out, FRAME_HEADER, channel);
     out.put_u16(class_id);
     out.put_u16(0); // weight
     out.put_u64(body_size);
-    let generated = gen_properties(properties)(WriteContext::from(Sink::new(out))).map(|_| ());
+    let generated = properties(out);
     end_frame(out, start, generated);
+}
+
+/// amq-protocol's encoding of `properties` (flags, then the values present).
+fn put_properties(out: &mut BytesMut, properties: &BasicProperties) -> Result<(), GenError> {
+    gen_properties(properties)(WriteContext::from(Sink::new(out))).map(|_| ())
 }
 
 fn put_body_frame(out: &mut BytesMut, channel: u16, payload: &[u8]) {
@@ -1218,6 +1259,19 @@ mod tests {
                 assert_eq!(again.len(), 1);
                 assert_eq!(encoded(&again[0]), bytes);
             }
+        }
+    }
+
+    #[test]
+    fn hot_path_content_headers_decode_as_the_parser_does() {
+        for props in [&[0u8, 0][..], &[0x10, 0, 2], &[0x10, 0, 1]] {
+            let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0];
+            payload.extend_from_slice(props);
+            let Ok(Frame::Header { properties, body_size, .. }) = decode_content_header(1, &payload) else {
+                panic!("header did not decode");
+            };
+            assert_eq!(body_size, 1024);
+            assert_eq!(Ok((&[][..], properties)), parse_properties(props));
         }
     }
 
