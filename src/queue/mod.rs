@@ -535,3 +535,86 @@ impl Inner {
         Inner { state: QueueState::new(QueueConfig::default(), 0), links: HashMap::new(), armed: None }
     }
 }
+
+/// The long-poll wake-up rules of [`Queue::available`].
+#[cfg(test)]
+mod wake_tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::Properties;
+
+    fn queue(fifo: bool) -> Arc<Queue> {
+        let cfg = QueueConfig { fifo, ..QueueConfig::default() };
+        Queue::new("q".into(), "/".into(), false, None, false, FieldTable::new(), cfg, 0)
+    }
+
+    fn publish(q: &Arc<Queue>, group: Option<&str>) {
+        let m = Arc::new(Message::new("", "q", Properties::default(), Bytes::from_static(b"x")));
+        let opts = PublishOptions { group: group.map(Arc::from), ..PublishOptions::default() };
+        q.publish(m, opts, None);
+    }
+
+    /// Polls a registered waiter once: true if it was woken.
+    fn woken(f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        f.poll(&mut Context::from_waker(Waker::noop())) == Poll::Ready(())
+    }
+
+    #[test]
+    fn a_held_batch_wakes_one_waiter_once_released() {
+        let q = queue(false);
+        let mut a = pin!(q.available());
+        let mut b = pin!(q.available());
+        a.as_mut().enable();
+        b.as_mut().enable();
+        {
+            let _hold = q.hold_wakeups();
+            for _ in 0..10 {
+                publish(&q, None);
+            }
+            assert!(!woken(a.as_mut()) && !woken(b.as_mut()), "nobody is woken while the batch is held");
+        }
+        assert!(woken(a.as_mut()), "the oldest waiter is woken once the hold ends");
+        assert!(!woken(b.as_mut()), "one wake-up for the whole batch");
+        // The woken waiter takes 5 of the 10: the rest wakes the next waiter.
+        let (ds, _) = q.get_many(5, false, Some(u64::MAX));
+        assert_eq!(ds.len(), 5);
+        assert!(woken(b.as_mut()), "a get that leaves messages passes the wake-up on");
+    }
+
+    #[test]
+    fn a_get_that_takes_nothing_wakes_nobody() {
+        let q = queue(true);
+        publish(&q, Some("g"));
+        publish(&q, Some("g"));
+        let (ds, _) = q.get_many(1, false, Some(u64::MAX));
+        let lease = ds.first().and_then(|d| d.lease).expect("one message leased; its group is now blocked");
+        // That get left a message and nobody waited: a permit is stored. Use it up.
+        let mut spare = pin!(q.available());
+        spare.as_mut().enable();
+        assert!(woken(spare.as_mut()));
+        let mut w = pin!(q.available());
+        w.as_mut().enable();
+        let (ds, _) = q.get_many(10, false, Some(u64::MAX));
+        assert!(ds.is_empty());
+        assert!(!woken(w.as_mut()), "a receive that finds only blocked groups does not wake itself");
+        // Acking the in-flight message unblocks the group: that wakes the waiter.
+        q.ack(lease);
+        assert!(woken(w.as_mut()), "the ack that unblocks the group wakes a waiter");
+    }
+
+    #[test]
+    fn deleting_the_queue_wakes_every_waiter() {
+        let q = queue(false);
+        let mut a = pin!(q.available());
+        let mut b = pin!(q.available());
+        a.as_mut().enable();
+        b.as_mut().enable();
+        q.mark_deleted();
+        assert!(woken(a.as_mut()) && woken(b.as_mut()));
+    }
+}
