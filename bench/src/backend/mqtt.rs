@@ -226,6 +226,7 @@ impl Backend for MqttBackend {
             window,
             published: 0,
             reported_done: 0,
+            reported_positive: 0,
             reported_nacked: 0,
             next_packet_id: 0,
         })
@@ -290,7 +291,7 @@ struct Acks {
 impl Acks {
     fn finish(&self, refused: bool) {
         if refused {
-            self.nacked.fetch_add(1, Ordering::Relaxed);
+            self.nacked.fetch_add(1, Ordering::Release);
         }
         self.done.fetch_add(1, Ordering::Release);
         self.changed.notify_waiters();
@@ -345,17 +346,24 @@ pub struct MqttProducer {
     window: u64,
     published: u64,
     reported_done: u64,
+    /// Of `reported_done`, counted as confirmed and as nacked so far.
+    reported_positive: u64,
     reported_nacked: u64,
     next_packet_id: u16,
 }
 
 impl MqttProducer {
     fn report(&mut self, counters: &Counters) -> anyhow::Result<()> {
+        // `nacked` is counted before `done` for the same flow, so after this acquire it holds
+        // at least the refusals among `done`, and at most one more (a flow being finished).
         let done = self.acks.done.load(Ordering::Acquire);
-        let nacked = self.acks.nacked.load(Ordering::Relaxed);
-        counters.confirmed.fetch_add((done - self.reported_done) - (nacked - self.reported_nacked), Ordering::Relaxed);
-        counters.nacked.fetch_add(nacked - self.reported_nacked, Ordering::Relaxed);
-        (self.reported_done, self.reported_nacked) = (done, nacked);
+        let nacked = self.acks.nacked.load(Ordering::Acquire).min(done);
+        let positive = done - nacked;
+        counters.confirmed.fetch_add(positive.saturating_sub(self.reported_positive), Ordering::Relaxed);
+        counters.nacked.fetch_add(nacked.saturating_sub(self.reported_nacked), Ordering::Relaxed);
+        self.reported_positive = self.reported_positive.max(positive);
+        self.reported_nacked = self.reported_nacked.max(nacked);
+        self.reported_done = done;
         if let Some(err) = self.acks.failed.lock().unwrap_or_else(PoisonError::into_inner).clone() {
             bail!("mqtt connection failed: {err}");
         }
