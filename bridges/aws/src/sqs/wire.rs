@@ -1162,4 +1162,159 @@ mod tests {
             }
         }
     }
+
+    /// The typed path against the `Value` path on a live queue, through the JSON handler.
+    mod through_the_handler {
+        use switchyard::{Broker, CoreConfig};
+
+        use super::*;
+        use crate::config::AwsConfig;
+        use crate::sqs::Sqs;
+
+        /// Status and JSON body of an answer.
+        async fn answer(resp: axum::response::Response) -> (u16, Value) {
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+            (status, serde_json::from_slice(&bytes).expect("a JSON answer"))
+        }
+
+        /// What the handler answered before the typed path existed: the `Value` reading.
+        async fn old_path(sqs: &Sqs, action: &str, body: &str) -> (u16, Value) {
+            let resp = match serde_json::from_str::<Value>(body) {
+                Ok(v @ Value::Object(_)) => match sqs.call(action, &v, "h").await {
+                    Ok(v) => crate::sqs::ok(v),
+                    Err(e) => crate::error::json_error(crate::sqs::NAMESPACE, &e),
+                },
+                Ok(_) => crate::error::json_error(
+                    crate::sqs::NAMESPACE,
+                    &AwsError::SerializationException("Expected a JSON object".into()),
+                ),
+                Err(e) => {
+                    crate::error::json_error(crate::sqs::NAMESPACE, &AwsError::SerializationException(e.to_string()))
+                }
+            };
+            answer(resp).await
+        }
+
+        /// The parts of an answer that do not change from call to call (ids and handles do).
+        fn stable(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .map(|(k, v)| match k.as_str() {
+                            "MessageId" | "ReceiptHandle" => (k.clone(), json!("*")),
+                            _ => (k.clone(), stable(v)),
+                        })
+                        .collect(),
+                ),
+                Value::Array(a) => Value::Array(a.iter().map(stable).collect()),
+                other => other.clone(),
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn typed_and_value_paths_answer_alike() {
+            let dir = std::env::temp_dir().join(format!("sqs-wire-{:x}", rand::random::<u64>()));
+            let broker =
+                Broker::open(CoreConfig { data_dir: dir.clone(), ..CoreConfig::default() }).await.expect("broker");
+            let sqs = Sqs::new(broker.handle(), AwsConfig::default()).expect("sqs");
+            for q in ["wq", "empty"] {
+                let (status, _) =
+                    answer(sqs.handle_json("CreateQueue", format!(r#"{{"QueueName":"{q}"}}"#).as_bytes(), "h").await)
+                        .await;
+                assert_eq!(status, 200);
+            }
+            let url = "http://h/000000000000/wq";
+            let empty = "http://h/000000000000/empty";
+            let eleven: Vec<String> = (0..11).map(|i| format!(r#"{{"Id":"e{i}","MessageBody":"b"}}"#)).collect();
+            let cases: Vec<(&str, String)> = vec![
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}"}}"#)),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":[]}}"#)),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":null}}"#)),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":[{}]}}"#, eleven.join(","))),
+                (
+                    "SendMessageBatch",
+                    format!(
+                        r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":"x"}},{{"Id":"a","MessageBody":"y"}}]}}"#
+                    ),
+                ),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a b","MessageBody":"x"}}]}}"#)),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":[["a","x"]]}}"#)),
+                ("SendMessageBatch", format!(r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":5}}]}}"#)),
+                (
+                    "SendMessageBatch",
+                    format!(r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":"x","DelaySeconds":"5"}}]}}"#),
+                ),
+                (
+                    "SendMessageBatch",
+                    format!(
+                        r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":"x","DelaySeconds":1000}},{{"Id":"b","MessageBody":"\u0000"}},{{"Id":"c","MessageBody":"ok \"quoted\" \\ é"}},{{"Id":"d"}}]}}"#
+                    ),
+                ),
+                (
+                    "SendMessageBatch",
+                    format!(
+                        r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":"x","MessageAttributes":null}}]}}"#
+                    ),
+                ),
+                (
+                    "SendMessageBatch",
+                    format!(
+                        r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","MessageBody":"x","MessageAttributes":{{"n":{{"DataType":"Number","StringValue":"1.5"}}}}}}]}}"#
+                    ),
+                ),
+                (
+                    "SendMessageBatch",
+                    r#"{"QueueUrl":"http://h/000000000000/nope","Entries":[{"Id":"a","MessageBody":"x"}]}"#.to_string(),
+                ),
+                ("SendMessageBatch", r#"[1]"#.to_string()),
+                ("SendMessageBatch", r#"{"QueueUrl":"#.to_string()),
+                ("SendMessageBatch", r#"{"QueueUrl":7}"#.to_string()),
+                ("SendMessage", format!(r#"{{"QueueUrl":"{url}","MessageBody":"hello"}}"#)),
+                ("SendMessage", format!(r#"{{"QueueUrl":"{url}"}}"#)),
+                ("SendMessage", format!(r#"{{"QueueUrl":"{url}","MessageBody":""}}"#)),
+                ("SendMessage", format!(r#"{{"QueueUrl":"{url}","MessageBody":"x","MessageDeduplicationId":"d"}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}"}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","MaxNumberOfMessages":11}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","MaxNumberOfMessages":1.5}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","VisibilityTimeout":-1}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","WaitTimeSeconds":21}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","AttributeNames":["Bogus"]}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","MessageAttributeNames":[1]}}"#)),
+                ("ReceiveMessage", format!(r#"{{"QueueUrl":"{empty}","MessageAttributeNames":"All"}}"#)),
+                ("DeleteMessageBatch", format!(r#"{{"QueueUrl":"{url}"}}"#)),
+                (
+                    "DeleteMessageBatch",
+                    format!(r#"{{"QueueUrl":"{url}","Entries":[{{"Id":"a","ReceiptHandle":"junk"}},{{"Id":"b"}}]}}"#),
+                ),
+                ("DeleteMessage", format!(r#"{{"QueueUrl":"{url}"}}"#)),
+                ("DeleteMessage", format!(r#"{{"QueueUrl":"{url}","ReceiptHandle":"junk"}}"#)),
+                ("DeleteMessage", format!(r#"{{"QueueUrl":"{url}","ReceiptHandle":["x"]}}"#)),
+            ];
+            for (action, body) in &cases {
+                let typed = answer(sqs.handle_json(action, body.as_bytes(), "h").await).await;
+                let old = old_path(&sqs, action, body).await;
+                assert_eq!(typed.0, old.0, "{action} {body}: status");
+                assert_eq!(stable(&typed.1), stable(&old.1), "{action} {body}: answer");
+            }
+            // A message sent by the typed path is received and deleted by it, with the MD5 boto3 checks.
+            let body = "round \"trip\" \\ é";
+            let send = json!({"QueueUrl": empty, "Entries": [{"Id": "x", "MessageBody": body}]}).to_string();
+            let (status, sent) = answer(sqs.handle_json("SendMessageBatch", send.as_bytes(), "h").await).await;
+            assert_eq!(status, 200);
+            let md5 = crate::md5::md5_hex(body.as_bytes());
+            assert_eq!(sent["Successful"][0]["MD5OfMessageBody"], json!(md5));
+            let receive = json!({"QueueUrl": empty, "MaxNumberOfMessages": 10}).to_string();
+            let (_, got) = answer(sqs.handle_json("ReceiveMessage", receive.as_bytes(), "h").await).await;
+            let m = &got["Messages"][0];
+            assert_eq!((m["Body"].as_str(), m["MD5OfBody"].as_str()), (Some(body), Some(md5.as_str())));
+            let delete =
+                json!({"QueueUrl": empty, "Entries": [{"Id": "d", "ReceiptHandle": m["ReceiptHandle"]}]}).to_string();
+            let (_, deleted) = answer(sqs.handle_json("DeleteMessageBatch", delete.as_bytes(), "h").await).await;
+            assert_eq!(deleted, json!({"Successful": [{"Id": "d"}], "Failed": []}));
+            drop(sqs);
+            drop(broker);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
