@@ -10,7 +10,7 @@ import time
 import pika
 import stomp
 
-from _sqs_common import check, client, eq, main, name, test
+from _sqs_common import check, client, eq, main, md5_hex, name, test
 
 sqs = client()
 
@@ -147,5 +147,31 @@ def stomp_send_sqs_receive_and_delete():
     eq((a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]), ("0", "0"), "deleted")
     sqs.delete_queue(QueueUrl=url)
 
+
+
+@test
+def an_amqp_relay_that_changes_the_body_gets_a_fresh_md5():
+    # SQS caches MD5OfMessageBody in a header at send. An AMQP app that forwards the message
+    # with a new body but the same headers must not make SQS answer with the old MD5:
+    # boto3 checks it and would raise.
+    src, dst = name("relay-a"), name("relay-b")
+    src_url = sqs.create_queue(QueueName=src)["QueueUrl"]
+    dst_url = sqs.create_queue(QueueName=dst)["QueueUrl"]
+    sqs.send_message(QueueUrl=src_url, MessageBody="original body")
+    conn = amqp()
+    ch = conn.channel()
+    method, props, body = ch.basic_get(queue=src, auto_ack=True)
+    eq(body, b"original body", "relayed from SQS")
+    ch.basic_publish("", dst, b"changed body!", props)
+    ch.basic_publish("", dst, body, props)
+    conn.close()
+    msgs = []
+    while len(msgs) < 2:
+        msgs += sqs.receive_message(QueueUrl=dst_url, MaxNumberOfMessages=2, WaitTimeSeconds=5)["Messages"]
+    eq(sorted(m["Body"] for m in msgs), ["changed body!", "original body"], "both relayed")
+    for m in msgs:
+        eq(m["MD5OfBody"], md5_hex(m["Body"].encode()), "MD5 of the body as received")
+    sqs.delete_queue(QueueUrl=src_url)
+    sqs.delete_queue(QueueUrl=dst_url)
 
 main()
