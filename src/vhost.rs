@@ -137,6 +137,10 @@ pub enum Outcome {
     Reject,
 }
 
+/// A queue a publish reached, with the message it gets there when that differs from the one
+/// published (filter-policy subscriptions get their own envelope).
+type Routed = (Arc<Queue>, Option<Arc<Message>>);
+
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -838,18 +842,16 @@ impl VHost {
     /// The queues a message reaches from `start`, following exchange-to-exchange
     /// bindings and alternate exchanges; each queue once. A queue subscribed to a
     /// filter-policy exchange may get its own (transformed) message, given alongside.
-    fn route(
-        &self,
-        start: &Arc<Exchange>,
-        keys: &[String],
-        message: &Message,
-    ) -> Vec<(Arc<Queue>, Option<Arc<Message>>)> {
+    fn route(&self, start: &Arc<Exchange>, keys: &[String], message: &Message) -> Vec<Routed> {
         // The default exchange with one routing key (no CC/BCC) names exactly one queue and has
         // no alternate: the common case needs no sets or work list.
         if let ([key], true) = (keys, start.name.is_empty()) {
             return self.queue(key).map(|q| vec![(q, None)]).unwrap_or_default();
         }
         let headers = message.properties.headers.as_ref();
+        if let Some(out) = self.route_to_queues_only(start, keys, headers) {
+            return out;
+        }
         let mut seen_ex: HashSet<String> = HashSet::new();
         let mut seen_q: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
@@ -910,6 +912,41 @@ impl VHost {
             }
         }
         out
+    }
+
+    /// The common case of [`Self::route`] without its work list and sets: one exchange (not the
+    /// default, not a filter-policy topic) whose bindings for `keys` name a few existing queues
+    /// and no exchanges (an MQTT publish into `amq.topic`, a fanout to a handful of queues).
+    /// `None` when the general walk is needed: an exchange-to-exchange binding, many
+    /// destinations, or nothing routed (the alternate exchange may apply).
+    fn route_to_queues_only(
+        &self,
+        start: &Arc<Exchange>,
+        keys: &[String],
+        headers: Option<&FieldTable>,
+    ) -> Option<Vec<Routed>> {
+        /// Beyond this many destinations the linear duplicate check loses to the general walk.
+        const FEW: usize = 16;
+        if start.name.is_empty() || start.kind == ExchangeKind::FilterPolicy {
+            return None;
+        }
+        let mut dests = Vec::new();
+        for k in keys {
+            start.route(k, headers, &mut dests);
+        }
+        if dests.is_empty() || dests.len() > FEW {
+            return None;
+        }
+        let mut out: Vec<Routed> = Vec::with_capacity(dests.len());
+        for d in &dests {
+            let Destination::Queue(name) = d else { return None };
+            if let Some(q) = self.queue(name)
+                && !out.iter().any(|(seen, _)| Arc::ptr_eq(seen, &q))
+            {
+                out.push((q, None));
+            }
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     /// Register a consumer on `queue`; deliveries go to `sink`.
