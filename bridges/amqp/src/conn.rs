@@ -168,7 +168,16 @@ impl Conn {
                         return Ok(());
                     }
                     last_read = Instant::now();
+                    let published = self.published;
                     self.handle_bytes(&mut buf, &mut events);
+                    if published {
+                        // A publish wakes its consumers' connections, and tokio runs a task
+                        // woken from a worker on that same worker (its LIFO slot, which other
+                        // workers cannot steal from) once this one yields: publisher and
+                        // consumer then share one core. Yielding puts this task at the back
+                        // of the run queue, where an idle worker can take it (or the consumer).
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Some(ev) = events.recv() => {
                     self.handle_event(ev);
