@@ -13,7 +13,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::filter_policy::{MessageView, Subscription};
 use crate::message::{FieldTable, FieldValue};
 use crate::queue::config::values_equal;
-use crate::topic::TopicPattern;
+use crate::topic::TopicTrie;
 
 /// The routing algorithm of an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,8 @@ enum XMatch {
 #[derive(Debug, Default)]
 struct Index {
     direct: HashMap<String, Vec<usize>>,
-    topic: Vec<(TopicPattern, usize)>,
+    /// Topic exchanges: binding keys in a trie, values are positions in the binding list.
+    topic: TopicTrie,
     /// Compiled subscriptions of a filter-policy exchange.
     subscriptions: Vec<Arc<Subscription>>,
 }
@@ -156,7 +157,19 @@ impl Exchange {
             return false;
         }
         b.list.push(binding);
-        b.index = build_index(&self.name, &b.list, self.kind);
+        let id = b.list.len() - 1;
+        // A new binding extends the index; a rebuild (O(bindings)) is left to removals.
+        match self.kind {
+            ExchangeKind::Topic => {
+                let Bindings { list, index } = &mut *b;
+                index.topic.insert(&list[id].key, id);
+            }
+            ExchangeKind::Direct => {
+                let key = b.list[id].key.clone();
+                b.index.direct.entry(key).or_default().push(id);
+            }
+            _ => b.index = build_index(&self.name, &b.list, self.kind),
+        }
         true
     }
 
@@ -231,11 +244,9 @@ impl Exchange {
                 }
             }
             ExchangeKind::Topic => {
-                for (pattern, i) in &b.index.topic {
-                    if pattern.matches(routing_key) {
-                        out.push(b.list[*i].destination.clone());
-                    }
-                }
+                let mut ids = Vec::new();
+                b.index.topic.matches(routing_key, &mut ids);
+                out.extend(ids.iter().map(|&i| b.list[i].destination.clone()));
             }
             ExchangeKind::FilterPolicy => {
                 let view = MessageView::new(headers, &[]);
@@ -262,7 +273,7 @@ fn build_index(name: &str, list: &[Binding], kind: ExchangeKind) -> Index {
     for (i, b) in list.iter().enumerate() {
         match kind {
             ExchangeKind::Direct => index.direct.entry(b.key.clone()).or_default().push(i),
-            ExchangeKind::Topic => index.topic.push((TopicPattern::new(&b.key), i)),
+            ExchangeKind::Topic => index.topic.insert(&b.key, i),
             _ => {}
         }
     }
@@ -325,6 +336,70 @@ mod tests {
 
     fn q(n: &str) -> Destination {
         Destination::Queue(n.into())
+    }
+
+    fn topic_exchange() -> Exchange {
+        Exchange::new("amq.topic".into(), ExchangeKind::Topic, true, false, false, FieldTable::new())
+    }
+
+    fn bind(ex: &Exchange, dest: &str, key: &str) -> bool {
+        ex.bind(Binding { destination: q(dest), key: key.into(), arguments: FieldTable::new() })
+    }
+
+    #[test]
+    fn ten_thousand_device_bindings_route_by_trie_and_survive_unbinding() {
+        let ex = topic_exchange();
+        for i in 0..10_000 {
+            assert!(bind(&ex, &format!("dev{i}"), &format!("devices.{i}.cmd")));
+        }
+        assert!(bind(&ex, "audit", "devices.*.cmd"));
+        assert!(bind(&ex, "all", "#"));
+        assert!(!bind(&ex, "all", "#"), "an identical binding is refused");
+        let route = |key: &str| {
+            let mut out = Vec::new();
+            ex.route(key, None, &mut out);
+            out
+        };
+        // In binding order, each once.
+        assert_eq!(route("devices.4242.cmd"), [q("dev4242"), q("audit"), q("all")]);
+        assert_eq!(route("devices.4242"), [q("all")]);
+        // Removing bindings renumbers the list; the rebuilt trie follows.
+        assert!(ex.unbind(&q("dev0"), "devices.0.cmd", &FieldTable::new()));
+        assert_eq!(ex.unbind_all(&q("audit")), 1);
+        assert_eq!(route("devices.4242.cmd"), [q("dev4242"), q("all")]);
+        assert_eq!(route("devices.0.cmd"), [q("all")]);
+        assert!(bind(&ex, "dev0", "devices.0.cmd"));
+        assert_eq!(route("devices.0.cmd"), [q("all"), q("dev0")]);
+    }
+
+    /// `cargo test -p switchyard --release --lib exchange::tests::cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_routing_among_ten_thousand_bindings() {
+        let ex = topic_exchange();
+        let start = std::time::Instant::now();
+        for i in 0..10_000 {
+            bind(&ex, &format!("dev{i}"), &format!("devices.{i}.cmd"));
+        }
+        println!("10,000 binds: {:?}", start.elapsed());
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        for i in 0..100_000 {
+            out.clear();
+            ex.route(&format!("devices.{}.cmd", i % 10_000), None, &mut out);
+        }
+        println!("100,000 routes: {:?} ({:.0} ns each)", start.elapsed(), start.elapsed().as_nanos() as f64 / 1e5);
+        // What the index did before the trie: every pattern tried against every key.
+        let patterns: Vec<_> =
+            (0..10_000).map(|i| crate::topic::TopicPattern::new(&format!("devices.{i}.cmd"))).collect();
+        let start = std::time::Instant::now();
+        let mut hits = 0;
+        for i in 0..1_000 {
+            let key = format!("devices.{}.cmd", i % 10_000);
+            hits += patterns.iter().filter(|p| p.matches(&key)).count();
+        }
+        assert_eq!(hits, 1_000);
+        println!("1,000 linear routes: {:?} ({:.0} ns each)", start.elapsed(), start.elapsed().as_nanos() as f64 / 1e3);
     }
 
     #[test]
