@@ -49,14 +49,30 @@ pub enum ResourceKind {
 /// Compiled permissions of one user on one vhost.
 #[derive(Debug, Clone)]
 pub struct Permissions {
-    configure: Regex,
-    write: Regex,
-    read: Regex,
+    configure: Rule,
+    write: Rule,
+    read: Rule,
 }
 
-fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+/// One permission regex. `.*` (the default, and what most users have) matches every name —
+/// an unanchored search finds the empty match at the start — so it is answered without running
+/// the regex on every publish.
+#[derive(Debug, Clone)]
+struct Rule {
+    regex: Regex,
+    matches_all: bool,
+}
+
+impl Rule {
+    fn is_match(&self, name: &str) -> bool {
+        self.matches_all || self.regex.is_match(name)
+    }
+}
+
+fn compile(pattern: &str) -> Result<Rule, regex::Error> {
     // RabbitMQ: the empty pattern is a synonym for `^$`.
-    Regex::new(if pattern.is_empty() { "^$" } else { pattern })
+    let regex = Regex::new(if pattern.is_empty() { "^$" } else { pattern })?;
+    Ok(Rule { regex, matches_all: pattern == ".*" })
 }
 
 impl Permissions {
