@@ -490,13 +490,31 @@ impl QueueState {
                 self.delayed.insert((now.saturating_add(delay), entry.seq), entry);
             }
             None => {
-                self.insert_ready(entry);
-                self.dispatch(now, fx);
+                if let Some(entry) = self.hand_over(entry, now, fx) {
+                    self.insert_ready(entry);
+                    self.dispatch(now, fx);
+                }
                 self.enforce_limits(fx);
                 self.expire(now, fx);
             }
         }
         Enqueued::Accepted
+    }
+
+    /// Give a fresh message straight to a consumer when nothing is ready before it, instead of
+    /// inserting it into the ready set only to take it out again (the steady state of a queue
+    /// whose consumers keep up). Hands the entry back when it has to queue: messages are
+    /// ready, a consumer filters, its FIFO group is leased, or no consumer has credit.
+    fn hand_over(&mut self, entry: Entry, now: Millis, fx: &mut Vec<Effect>) -> Option<Entry> {
+        let blocked = self.config.fifo && entry.group.as_ref().is_some_and(|g| self.leased_groups.contains_key(g));
+        if !self.ready.is_empty() || blocked || self.consumers.iter().any(|c| c.spec.filter.is_some()) {
+            return Some(entry);
+        }
+        let Some(idx) = self.pick_consumer() else { return Some(entry) };
+        // A fresh message expires at or after `now`; like `dispatch`, a TTL of 0 still reaches
+        // a consumer waiting at the instant it is published.
+        self.hand_to(idx, entry, now, fx);
+        None
     }
 
     /// Put back a message recovered from the message log at start-up, in log order.
@@ -901,6 +919,22 @@ impl QueueState {
             p.mark_delivered();
         }
         let first = *entry.first_delivered_at.get_or_insert(now);
+        if !leased {
+            // Nothing keeps the entry: move its message out rather than count references.
+            let (redelivered, delivery_count, enqueued_at, seq) =
+                (entry.redelivered, entry.delivery_count, entry.enqueued_at, entry.seq);
+            let Entry { message, group, .. } = entry;
+            return Delivery {
+                lease: None,
+                message,
+                redelivered,
+                delivery_count,
+                first_delivered_at: first,
+                enqueued_at,
+                seq,
+                group,
+            };
+        }
         let mut delivery = Delivery {
             lease: None,
             message: Arc::clone(&entry.message),
