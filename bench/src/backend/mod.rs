@@ -130,3 +130,18 @@ pub trait Consumer: Send + 'static {
     /// Acks what is still unacked and closes the connection.
     fn close(self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
+
+/// Appends the decimal digits of `n` (hand-written request encoders of the lean clients).
+pub(crate) fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology};
+use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology, put_decimal};
 use crate::stats::{Counters, Received, STAMP_LEN};
 
 /// Entries per batch request (SQS's maximum).
@@ -117,7 +117,7 @@ impl Http {
         self.out.extend_from_slice(b"\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: AmazonSQS.");
         self.out.extend_from_slice(action.as_bytes());
         self.out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(&mut self.out, body.len() as u64);
+        put_decimal(&mut self.out, body.len() as u64);
         self.out.extend_from_slice(b"\r\n\r\n");
         self.out.extend_from_slice(body);
         self.stream.write_all(&self.out).await?;
@@ -169,22 +169,6 @@ impl Http {
 /// Where `needle` starts in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends the SQS body for a stamped payload (see [`body_of`]) without building a string.
@@ -335,7 +319,7 @@ impl Producer for SqsProducer {
             self.request.push(b',');
         }
         self.request.extend_from_slice(b"{\"Id\":\"m");
-        push_decimal(&mut self.request, self.next_id);
+        put_decimal(&mut self.request, self.next_id);
         self.request.extend_from_slice(b"\",\"MessageBody\":\"");
         push_body(&mut self.request, payload);
         self.request.extend_from_slice(b"\"}");
@@ -387,7 +371,7 @@ impl Consumer for SqsConsumer {
                     self.delete.push(b',');
                 }
                 self.delete.extend_from_slice(b"{\"Id\":\"d");
-                push_decimal(&mut self.delete, i as u64);
+                put_decimal(&mut self.delete, i as u64);
                 self.delete.extend_from_slice(b"\",\"ReceiptHandle\":");
                 if m.handle.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'+' | b'/'))
                 {
@@ -435,7 +419,7 @@ mod tests {
         let mut n = Vec::new();
         for x in [0u64, 7, 10, 1234567890, u64::MAX] {
             n.clear();
-            push_decimal(&mut n, x);
+            put_decimal(&mut n, x);
             assert_eq!(n, x.to_string().into_bytes());
         }
         let answer = br#"{"Messages":[{"MessageId":"a","Body":"00x","MD5OfBody":"m","ReceiptHandle":"h\/1"}]}"#;

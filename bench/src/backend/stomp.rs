@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::outbox::Outbox;
-use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology};
+use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology, put_decimal};
 use crate::stats::{Counters, Received};
 
 /// How long the handshake, the final flush and the DISCONNECT receipt may take.
@@ -210,21 +210,6 @@ fn put_escaped(out: &mut Vec<u8>, raw: &[u8]) {
             _ => out.push(b),
         }
     }
-}
-
-/// Appends the decimal digits of `n`.
-fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// The server commands this client cares about.

@@ -58,15 +58,28 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
 }
 
 /// Read access to a request's fields, by their JSON member names.
+///
+/// A typed request implements only the kinds of fields it has; the defaults answer "absent"
+/// (and assert in debug builds, since a handler asking a typed request for a field it does not
+/// map is a bug).
 pub trait Input {
     /// A string field; a present value of another type is a `SerializationException`.
     fn opt_str(&self, key: &str) -> Res<Option<&str>>;
     /// An integer field; a present value of another type is a `SerializationException`.
-    fn opt_int(&self, key: &str) -> Res<Option<i64>>;
+    fn opt_int(&self, key: &str) -> Res<Option<i64>> {
+        unmapped(key);
+        Ok(None)
+    }
     /// A list of strings.
-    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>>;
+    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
+        unmapped(key);
+        Ok(None)
+    }
     /// A field as JSON, if present (maps such as `MessageAttributes`).
-    fn value(&self, key: &str) -> Option<&Value>;
+    fn value(&self, key: &str) -> Option<&Value> {
+        unmapped(key);
+        None
+    }
 }
 
 /// A batch request: its entries.
@@ -191,11 +204,6 @@ impl Input for SendEntryIn<'_> {
         }
     }
 
-    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
-        unmapped(key);
-        Ok(None)
-    }
-
     fn value(&self, key: &str) -> Option<&Value> {
         match key {
             "MessageAttributes" => self.message_attributes.as_ref(),
@@ -259,11 +267,6 @@ impl Input for SendMessageIn<'_> {
         }
     }
 
-    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
-        unmapped(key);
-        Ok(None)
-    }
-
     fn value(&self, key: &str) -> Option<&Value> {
         match key {
             "MessageAttributes" => self.message_attributes.as_ref(),
@@ -311,21 +314,6 @@ impl Input for DeleteIn<'_> {
             }
         })
     }
-
-    fn opt_int(&self, key: &str) -> Res<Option<i64>> {
-        unmapped(key);
-        Ok(None)
-    }
-
-    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
-        unmapped(key);
-        Ok(None)
-    }
-
-    fn value(&self, key: &str) -> Option<&Value> {
-        unmapped(key);
-        None
-    }
 }
 
 /// One `DeleteMessageBatch` entry.
@@ -350,21 +338,6 @@ impl Input for DeleteEntryIn<'_> {
                 None
             }
         })
-    }
-
-    fn opt_int(&self, key: &str) -> Res<Option<i64>> {
-        unmapped(key);
-        Ok(None)
-    }
-
-    fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
-        unmapped(key);
-        Ok(None)
-    }
-
-    fn value(&self, key: &str) -> Option<&Value> {
-        unmapped(key);
-        None
     }
 }
 
@@ -487,11 +460,6 @@ impl Input for ReceiveIn<'_> {
                 None
             }
         })
-    }
-
-    fn value(&self, key: &str) -> Option<&Value> {
-        unmapped(key);
-        None
     }
 }
 
