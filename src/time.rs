@@ -16,8 +16,10 @@ static OFFSET_MS: AtomicU64 = AtomicU64::new(0);
 /// The current time in milliseconds: the wall clock plus any test offset. Only the runtime
 /// edges call this; state machines take `now` as an argument.
 pub fn now_ms() -> Millis {
-    let wall =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0);
     wall.saturating_add(OFFSET_MS.load(Ordering::Relaxed))
 }
 

@@ -540,7 +540,8 @@ fn clock_hook_passes_visibility_delay_retention_and_dedup_windows_without_waitin
     // The FIFO deduplication window of 5 minutes.
     let fifo = create("clk.fifo", json!({"FifoQueue": "true"}));
     let send = || {
-        let input = json!({"QueueUrl": fifo, "MessageBody": "f", "MessageGroupId": "g", "MessageDeduplicationId": "same"});
+        let input =
+            json!({"QueueUrl": fifo, "MessageBody": "f", "MessageGroupId": "g", "MessageDeduplicationId": "same"});
         call(addr, "SendMessage", &input).json()["MessageId"].as_str().expect("MessageId").to_string()
     };
     let first = send();
