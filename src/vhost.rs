@@ -849,8 +849,17 @@ impl VHost {
             return self.queue(key).map(|q| vec![(q, None)]).unwrap_or_default();
         }
         let headers = message.properties.headers.as_ref();
-        if let Some(out) = self.route_to_queues_only(start, keys, headers) {
-            return out;
+        // The start exchange's destinations, routed once: for the fast path, else for the walk.
+        let mut start_dests = None;
+        if !start.name.is_empty() && start.kind != ExchangeKind::FilterPolicy {
+            let mut dests = Vec::new();
+            for k in keys {
+                start.route(k, headers, &mut dests);
+            }
+            if let Some(out) = self.queues_only(&dests) {
+                return out;
+            }
+            start_dests = Some(dests);
         }
         let mut seen_ex: HashSet<String> = HashSet::new();
         let mut seen_q: HashSet<String> = HashSet::new();
@@ -876,6 +885,9 @@ impl VHost {
                     }
                     dests.push(d);
                 }
+            } else if let Some(routed) = start_dests.take() {
+                // `start` is the first exchange walked.
+                dests.extend(routed);
             } else {
                 for k in keys {
                     ex.route(k, headers, &mut dests);
@@ -914,31 +926,19 @@ impl VHost {
         out
     }
 
-    /// The common case of [`Self::route`] without its work list and sets: one exchange (not the
-    /// default, not a filter-policy topic) whose bindings for `keys` name a few existing queues
-    /// and no exchanges (an MQTT publish into `amq.topic`, a fanout to a handful of queues).
-    /// `None` when the general walk is needed: an exchange-to-exchange binding, many
-    /// destinations, or nothing routed (the alternate exchange may apply).
-    fn route_to_queues_only(
-        &self,
-        start: &Arc<Exchange>,
-        keys: &[String],
-        headers: Option<&FieldTable>,
-    ) -> Option<Vec<Routed>> {
+    /// The common case of [`Self::route`] without its work list and sets: the start exchange's
+    /// `dests` are a few existing queues and no exchanges (an MQTT publish into `amq.topic`, a
+    /// fanout to a handful of queues). `None` when the general walk is needed: an
+    /// exchange-to-exchange binding, many destinations, or nothing routed (the alternate
+    /// exchange may apply).
+    fn queues_only(&self, dests: &[Destination]) -> Option<Vec<Routed>> {
         /// Beyond this many destinations the linear duplicate check loses to the general walk.
         const FEW: usize = 16;
-        if start.name.is_empty() || start.kind == ExchangeKind::FilterPolicy {
-            return None;
-        }
-        let mut dests = Vec::new();
-        for k in keys {
-            start.route(k, headers, &mut dests);
-        }
         if dests.is_empty() || dests.len() > FEW {
             return None;
         }
         let mut out: Vec<Routed> = Vec::with_capacity(dests.len());
-        for d in &dests {
+        for d in dests {
             let Destination::Queue(name) = d else { return None };
             if let Some(q) = self.queue(name)
                 && !out.iter().any(|(seen, _)| Arc::ptr_eq(seen, &q))

@@ -127,20 +127,27 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 
 /// `cargo build -p switchyard-server --bin switchyard` in the repository.
 fn build_binary() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("[harness] building the switchyard binary");
+    cargo_build("switchyard-server", BIN_NAME);
+}
+
+/// `cargo build -p <package> --bin <bin>` in the repository (debug profile; a no-op when the
+/// binary is fresh); panics with cargo's output if it fails. Returns the binary's path.
+pub fn cargo_build(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args(["build", "-p", "switchyard-server", "--bin", BIN_NAME])
+        .args(["build", "-p", package, "--bin", bin])
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", Path::new(&cargo).display()));
     assert!(
         output.status.success(),
-        "cargo build -p switchyard-server failed ({}):\n{}",
+        "cargo build -p {package} failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    target_dir().join("debug").join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Why a broker did not start.

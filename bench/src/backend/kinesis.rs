@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology};
+use super::{Backend, ConsumeSettings, Consumer, Layout, Producer, PublishSettings, Topology, put_decimal};
 use crate::stats::{Counters, Received, STAMP_LEN};
 
 /// Kinesis' limit on records per `PutRecords`.
@@ -431,7 +431,7 @@ impl Producer for KinesisProducer {
         self.body.extend_from_slice(b"{\"Data\":\"");
         base64_into(&mut self.body, payload);
         self.body.extend_from_slice(b"\",\"PartitionKey\":\"k");
-        self.body.extend_from_slice(self.next_key.to_string().as_bytes());
+        put_decimal(&mut self.body, self.next_key);
         self.body.extend_from_slice(b"\"}");
         self.next_key = self.next_key.wrapping_add(1);
         self.records += 1;

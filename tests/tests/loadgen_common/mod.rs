@@ -4,13 +4,13 @@
 //! Which loadgen: `$LOADGEN_BIN` if set, else `<target>/debug/loadgen`, built first with
 //! `cargo build -p switchyard-bench --bin loadgen` (a no-op when it is fresh).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_tests::{Broker, repo_root, run_with_timeout, target_dir};
+use switchyard_tests::{Broker, cargo_build, run_with_timeout};
 
 /// How long one loadgen run may take (debug builds on a busy 2-core machine).
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -22,19 +22,7 @@ pub fn loadgen_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("LOADGEN_BIN") {
             return PathBuf::from(bin);
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
-            .args(["build", "-p", "switchyard-bench", "--bin", "loadgen"])
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", Path::new(&cargo).display()));
-        assert!(
-            output.status.success(),
-            "cargo build -p switchyard-bench failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = target_dir().join("debug").join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+        let bin = cargo_build("switchyard-bench", "loadgen");
         assert!(bin.is_file(), "cargo build did not produce {}", bin.display());
         bin
     })

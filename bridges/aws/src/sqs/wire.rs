@@ -153,10 +153,15 @@ fn s<'b>(v: &'b Option<Str<'_>>) -> Option<&'b str> {
     v.as_ref().map(|s| s.0.as_ref())
 }
 
-/// One `SendMessageBatch` entry (also the fields of `SendMessage`).
+/// One `SendMessageBatch` entry, or a whole `SendMessage` request: the same fields, except that
+/// an entry has an `Id` and `SendMessage` a `QueueUrl` (each reading asks only for its own; a
+/// member of the other kind is ignored, as the `Value` reading ignores unknown members).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SendEntryIn<'a> {
+    /// `QueueUrl` (`SendMessage`).
+    #[serde(borrow, default)]
+    pub queue_url: Option<Str<'a>>,
     /// `Id` (batch entries).
     #[serde(borrow, default)]
     pub id: Option<Str<'a>>,
@@ -180,73 +185,14 @@ pub struct SendEntryIn<'a> {
     pub message_system_attributes: Option<Value>,
 }
 
+/// `SendMessage`: see [`SendEntryIn`].
+pub type SendMessageIn<'a> = SendEntryIn<'a>;
+
 impl Input for SendEntryIn<'_> {
     fn opt_str(&self, key: &str) -> Res<Option<&str>> {
         Ok(match key {
-            "Id" => s(&self.id),
-            "MessageBody" => s(&self.message_body),
-            "MessageGroupId" => s(&self.message_group_id),
-            "MessageDeduplicationId" => s(&self.message_deduplication_id),
-            _ => {
-                unmapped(key);
-                None
-            }
-        })
-    }
-
-    fn opt_int(&self, key: &str) -> Res<Option<i64>> {
-        match key {
-            "DelaySeconds" => Ok(self.delay_seconds),
-            _ => {
-                unmapped(key);
-                Ok(None)
-            }
-        }
-    }
-
-    fn value(&self, key: &str) -> Option<&Value> {
-        match key {
-            "MessageAttributes" => self.message_attributes.as_ref(),
-            "MessageSystemAttributes" => self.message_system_attributes.as_ref(),
-            _ => {
-                unmapped(key);
-                None
-            }
-        }
-    }
-}
-
-/// `SendMessage`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SendMessageIn<'a> {
-    /// `QueueUrl`.
-    #[serde(borrow, default)]
-    pub queue_url: Option<Str<'a>>,
-    /// `MessageBody`.
-    #[serde(borrow, default)]
-    pub message_body: Option<Str<'a>>,
-    /// `DelaySeconds`.
-    #[serde(default)]
-    pub delay_seconds: Option<i64>,
-    /// `MessageGroupId`.
-    #[serde(borrow, default)]
-    pub message_group_id: Option<Str<'a>>,
-    /// `MessageDeduplicationId`.
-    #[serde(borrow, default)]
-    pub message_deduplication_id: Option<Str<'a>>,
-    /// `MessageAttributes`.
-    #[serde(default, deserialize_with = "present")]
-    pub message_attributes: Option<Value>,
-    /// `MessageSystemAttributes`.
-    #[serde(default, deserialize_with = "present")]
-    pub message_system_attributes: Option<Value>,
-}
-
-impl Input for SendMessageIn<'_> {
-    fn opt_str(&self, key: &str) -> Res<Option<&str>> {
-        Ok(match key {
             "QueueUrl" => s(&self.queue_url),
+            "Id" => s(&self.id),
             "MessageBody" => s(&self.message_body),
             "MessageGroupId" => s(&self.message_group_id),
             "MessageDeduplicationId" => s(&self.message_deduplication_id),
