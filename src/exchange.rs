@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -114,6 +115,11 @@ pub struct Exchange {
     /// Arguments as declared.
     pub arguments: FieldTable,
     bindings: RwLock<Bindings>,
+    /// Counts changes to `bindings`, so a publisher may keep where a routing key went
+    /// and reuse it while the count is unchanged (see [`Exchange::generation`]).
+    generation: AtomicU64,
+    /// Set once the exchange is deleted from its vhost: a kept `Arc` is then stale.
+    retired: AtomicBool,
 }
 
 impl Exchange {
@@ -126,7 +132,39 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Exchange {
-        Exchange { name, kind, durable, auto_delete, internal, arguments, bindings: RwLock::new(Bindings::default()) }
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            bindings: RwLock::new(Bindings::default()),
+            generation: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Changes whenever a binding is added, replaced or removed. A route computed after
+    /// reading generation `g` is still the route while `generation()` returns `g`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Taken out of its vhost (deleted): whoever kept this `Arc` must look the name up again.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks the exchange deleted (see [`Exchange::is_retired`]).
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Called with the bindings write lock held, after any change to them.
+    fn bindings_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The alternate exchange (`alternate-exchange` argument), if any.
@@ -170,6 +208,7 @@ impl Exchange {
             }
             _ => b.index = build_index(&self.name, &b.list, self.kind),
         }
+        self.bindings_changed();
         true
     }
 
@@ -180,6 +219,7 @@ impl Exchange {
         let Some(i) = b.list.iter().position(|x| x == old) else { return false };
         b.list[i] = new;
         b.index = build_index(&self.name, &b.list, self.kind);
+        self.bindings_changed();
         true
     }
 
@@ -198,6 +238,7 @@ impl Exchange {
         let changed = b.list.len() != before;
         if changed {
             b.index = build_index(&self.name, &b.list, self.kind);
+            self.bindings_changed();
         }
         changed
     }
@@ -210,6 +251,7 @@ impl Exchange {
         let removed = before - b.list.len();
         if removed > 0 {
             b.index = build_index(&self.name, &b.list, self.kind);
+            self.bindings_changed();
         }
         removed
     }

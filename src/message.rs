@@ -8,7 +8,6 @@
 //! consumer bit-exact.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -156,7 +155,7 @@ impl Properties {
 }
 
 /// A published message: where it was published, what it carries.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Message {
     /// The exchange it was published to (`""` for the default exchange).
     pub exchange: String,
@@ -167,7 +166,23 @@ pub struct Message {
     /// The body bytes.
     pub body: Bytes,
     /// Accounts the body against the broker's memory high-watermark until dropped.
-    pub(crate) charge: Option<Arc<MemoryCharge>>,
+    /// Inline rather than shared: a clone is a new message that is charged when it is
+    /// published (see the `Clone` impl), and one allocation less per publish.
+    pub(crate) charge: Option<MemoryCharge>,
+}
+
+impl Clone for Message {
+    /// A copy of the message's content. The copy carries no memory charge of its own
+    /// until it is published (every path that keeps a message charges it then).
+    fn clone(&self) -> Message {
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: self.properties.clone(),
+            body: self.body.clone(),
+            charge: None,
+        }
+    }
 }
 
 impl Message {

@@ -124,6 +124,30 @@ pub struct PublishOutcome {
 pub struct PublishCache {
     write_checked: Option<String>,
     queue: Option<Arc<Queue>>,
+    exchange: Option<Arc<Exchange>>,
+    route: Option<RouteMemo>,
+}
+
+/// Where the last publish to a direct, topic or fanout exchange went, when that was a few
+/// queues and nothing else (see [`VHost::queues_only`]): reused for the next publish with
+/// the same routing key while the exchange's bindings are unchanged and no queue is deleted.
+/// A device publishing to its own topic routes once, not per message.
+#[derive(Debug)]
+struct RouteMemo {
+    exchange: Arc<Exchange>,
+    generation: u64,
+    routing_key: String,
+    queues: Vec<Arc<Queue>>,
+}
+
+impl RouteMemo {
+    /// True when this memo still answers a publish to `ex` with `routing_key`.
+    fn answers(&self, ex: &Arc<Exchange>, routing_key: &str) -> bool {
+        Arc::ptr_eq(&self.exchange, ex)
+            && self.generation == ex.generation()
+            && self.routing_key == routing_key
+            && self.queues.iter().all(|q| !q.is_deleted())
+    }
 }
 
 /// How a lease is settled.
@@ -396,6 +420,9 @@ impl VHost {
 
     fn remove_exchange(&self, name: &str) {
         let removed = self.exchanges.write().remove(name);
+        if let Some(ex) = &removed {
+            ex.retire();
+        }
         if let Some(ex) = &removed
             && ex.durable
         {
@@ -717,7 +744,14 @@ impl VHost {
         ctx: &ClientContext,
         cache: &mut PublishCache,
     ) -> CoreResult<PublishOutcome> {
-        let ex = self.existing_exchange(&message.exchange)?;
+        let ex = match cache.exchange.as_ref().filter(|e| e.name == message.exchange && !e.is_retired()) {
+            Some(e) => Arc::clone(e),
+            None => {
+                let e = self.existing_exchange(&message.exchange)?;
+                cache.exchange = Some(Arc::clone(&e));
+                e
+            }
+        };
         if ex.internal {
             return Err(CoreError::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -775,7 +809,29 @@ impl VHost {
                     None => return Ok(PublishOutcome::default()),
                 },
             };
-            return self.enqueue_all(message, std::iter::once((q, None)), opts);
+            return self.enqueue_all(message, std::iter::once((&q, None)), opts);
+        }
+        if extra_keys.is_empty() && matches!(ex.kind, ExchangeKind::Direct | ExchangeKind::Topic | ExchangeKind::Fanout)
+        {
+            if let Some(memo) = cache.route.as_ref().filter(|m| m.answers(&ex, &message.routing_key)) {
+                return self.enqueue_all(message, memo.queues.iter().map(|q| (q, None)), opts);
+            }
+            let generation = ex.generation();
+            let mut queues_only = false;
+            let targets =
+                self.route_noting(&ex, std::slice::from_ref(&message.routing_key), &message, &mut queues_only);
+            if targets.is_empty() {
+                return Ok(PublishOutcome::default());
+            }
+            if queues_only {
+                cache.route = Some(RouteMemo {
+                    exchange: Arc::clone(&ex),
+                    generation,
+                    routing_key: message.routing_key.clone(),
+                    queues: targets.iter().map(|(q, _)| Arc::clone(q)).collect(),
+                });
+            }
+            return self.enqueue_all(message, targets.iter().map(|(q, m)| (q, m.as_ref())), opts);
         }
         let mut keys = Vec::with_capacity(1 + extra_keys.len());
         keys.push(message.routing_key.clone());
@@ -784,30 +840,30 @@ impl VHost {
         if targets.is_empty() {
             return Ok(PublishOutcome::default());
         }
-        self.enqueue_all(message, targets, opts)
+        self.enqueue_all(message, targets.iter().map(|(q, m)| (q, m.as_ref())), opts)
     }
 
     /// Charge `message` to the memory monitor and put it into every target queue.
-    fn enqueue_all(
+    fn enqueue_all<'a>(
         &self,
         mut message: Message,
-        targets: impl IntoIterator<Item = (Arc<Queue>, Option<Arc<Message>>)>,
+        targets: impl IntoIterator<Item = (&'a Arc<Queue>, Option<&'a Arc<Message>>)>,
         opts: PublishOptions,
     ) -> CoreResult<PublishOutcome> {
-        message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
+        message.charge = Some(self.memory.charge(message.memory_size() as u64));
         let message = Arc::new(message);
         let mut outcome = PublishOutcome { routed: true, rejected: false, lsn: None };
         let mut encoded = None;
         for (q, own) in targets {
-            let (enq, fx, lsn) = match &own {
-                Some(m) => self.enqueue(&q, m, &mut None, opts.clone())?,
-                None => self.enqueue(&q, &message, &mut encoded, opts.clone())?,
+            let (enq, fx, lsn) = match own {
+                Some(m) => self.enqueue(q, m, &mut None, opts.clone())?,
+                None => self.enqueue(q, &message, &mut encoded, opts.clone())?,
             };
             if enq == Enqueued::Rejected {
                 outcome.rejected = true;
             }
             outcome.lsn = outcome.lsn.max(lsn);
-            self.handle(&q, fx);
+            self.handle(q, fx);
         }
         Ok(outcome)
     }
@@ -843,6 +899,19 @@ impl VHost {
     /// bindings and alternate exchanges; each queue once. A queue subscribed to a
     /// filter-policy exchange may get its own (transformed) message, given alongside.
     fn route(&self, start: &Arc<Exchange>, keys: &[String], message: &Message) -> Vec<Routed> {
+        self.route_noting(start, keys, message, &mut false)
+    }
+
+    /// [`Self::route`], setting `queues_only` when the start exchange alone named the
+    /// result (no exchange-to-exchange binding, alternate or filter policy was involved),
+    /// so that it holds while the start exchange's bindings are unchanged.
+    fn route_noting(
+        &self,
+        start: &Arc<Exchange>,
+        keys: &[String],
+        message: &Message,
+        queues_only: &mut bool,
+    ) -> Vec<Routed> {
         // The default exchange with one routing key (no CC/BCC) names exactly one queue and has
         // no alternate: the common case needs no sets or work list.
         if let ([key], true) = (keys, start.name.is_empty()) {
@@ -857,6 +926,7 @@ impl VHost {
                 start.route(k, headers, &mut dests);
             }
             if let Some(out) = self.queues_only(&dests) {
+                *queues_only = true;
                 return out;
             }
             start_dests = Some(dests);
@@ -902,7 +972,7 @@ impl VHost {
                             && let Some(q) = self.queue(&name)
                         {
                             let m = own.remove(&name).map(|mut m| {
-                                m.charge = Some(Arc::new(self.memory.charge(m.memory_size() as u64)));
+                                m.charge = Some(self.memory.charge(m.memory_size() as u64));
                                 Arc::new(m)
                             });
                             out.push((q, m));
@@ -1124,7 +1194,7 @@ impl VHost {
                         keys.extend(cc.iter().filter_map(|v| v.as_str().map(str::to_string)));
                     }
                     let targets = self.route(&dlx, &keys, &dl);
-                    dl.charge = Some(Arc::new(self.memory.charge(dl.memory_size() as u64)));
+                    dl.charge = Some(self.memory.charge(dl.memory_size() as u64));
                     let dl = Arc::new(dl);
                     let mut encoded = None;
                     for (t, own) in targets {
@@ -1269,7 +1339,7 @@ impl VHost {
     pub fn restore_message(&self, queue: &Arc<Queue>, recovered: crate::store::log::Recovered) {
         let redelivered = recovered.delivered();
         let mut message = recovered.message;
-        message.charge = Some(Arc::new(self.memory.charge(message.memory_size() as u64)));
+        message.charge = Some(self.memory.charge(message.memory_size() as u64));
         let fx =
             queue.restore(Arc::new(message), recovered.persisted, redelivered, recovered.enqueued_at, recovered.group);
         self.handle(queue, fx);
@@ -1312,4 +1382,101 @@ fn random_suffix(n: usize) -> String {
 /// A server-generated queue name in RabbitMQ's format.
 pub fn generate_queue_name() -> String {
     format!("amq.gen-{}", random_suffix(22))
+}
+
+#[cfg(test)]
+mod route_memo_tests {
+    //! A publishing session's [`PublishCache`] reuses the last route of a direct, topic or
+    //! fanout exchange; every change that could alter that route must be seen.
+
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use bytes::Bytes;
+
+    use super::{ClientContext, ExchangeSpec, PublishCache, QueueSpec, VHost};
+    use crate::auth::User;
+    use crate::exchange::Destination;
+    use crate::memory::MemoryMonitor;
+    use crate::message::{FieldTable, Message, Properties};
+
+    struct Fixture {
+        v: Arc<VHost>,
+        ctx: ClientContext,
+        cache: PublishCache,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let v = VHost::new("/", MemoryMonitor::new(u64::MAX), Arc::new(AtomicU64::new(1)), None);
+            let ctx = ClientContext { connection: 1, user: User::superuser("t", &["/"]) };
+            Fixture { v, ctx, cache: PublishCache::default() }
+        }
+        fn exchange(&self, name: &str, kind: &str) {
+            let spec = ExchangeSpec { name: name.into(), kind: kind.into(), ..Default::default() };
+            self.v.declare_exchange(spec, &self.ctx).expect("declare exchange");
+        }
+        fn queue(&self, name: &str) {
+            self.v.declare_queue(QueueSpec { name: name.into(), ..Default::default() }, &self.ctx).expect("declare");
+        }
+        fn bind(&self, ex: &str, q: &str, key: &str) {
+            self.v.bind(ex, Destination::Queue(q.into()), key, FieldTable::new(), &self.ctx).expect("bind");
+        }
+        fn unbind(&self, ex: &str, q: &str, key: &str) {
+            self.v.unbind(ex, Destination::Queue(q.into()), key, &FieldTable::new(), &self.ctx).expect("unbind");
+        }
+        fn publish(&mut self, ex: &str, key: &str) -> bool {
+            let m = Message::new(ex, key, Properties::default(), Bytes::from_static(b"x"));
+            self.v.publish_cached(m, &self.ctx, &mut self.cache).expect("publish").routed
+        }
+        fn ready(&self, q: &str) -> u64 {
+            self.v.queue(q).map_or(0, |q| q.counts().ready)
+        }
+    }
+
+    #[tokio::test]
+    async fn bindings_added_and_removed_change_the_next_route() {
+        let mut f = Fixture::new();
+        f.exchange("t", "topic");
+        for q in ["one", "two"] {
+            f.queue(q);
+        }
+        f.bind("t", "one", "a.*");
+        assert!(f.publish("t", "a.b"));
+        assert!(f.cache.route.is_some(), "a route to queues only is kept");
+        f.bind("t", "two", "a.#");
+        assert!(f.publish("t", "a.b"));
+        assert_eq!((f.ready("one"), f.ready("two")), (2, 1), "a new binding is seen");
+        f.unbind("t", "one", "a.*");
+        assert!(f.publish("t", "a.b"));
+        assert_eq!((f.ready("one"), f.ready("two")), (2, 2), "a removed binding is seen");
+        assert!(f.publish("t", "a.c.d"));
+        assert_eq!(f.ready("two"), 3, "another routing key is routed afresh");
+        f.unbind("t", "two", "a.#");
+        assert!(!f.publish("t", "a.b"), "nothing bound: unroutable");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_queue_or_exchange_is_not_reused() {
+        let mut f = Fixture::new();
+        f.exchange("d", "direct");
+        f.queue("q");
+        f.bind("d", "q", "k");
+        assert!(f.publish("d", "k"));
+        f.v.delete_queue("q", false, false, &f.ctx).expect("delete queue");
+        assert!(!f.publish("d", "k"), "the deleted queue's binding went with it");
+        f.queue("q");
+        f.bind("d", "q", "k");
+        assert!(f.publish("d", "k"));
+        assert_eq!(f.ready("q"), 1, "the new queue of the same name gets it");
+
+        f.v.delete_exchange("d", false, &f.ctx).expect("delete exchange");
+        let m = Message::new("d", "k", Properties::default(), Bytes::from_static(b"x"));
+        assert!(f.v.publish_cached(m, &f.ctx, &mut f.cache).is_err(), "a deleted exchange is not found");
+        f.exchange("d", "fanout");
+        f.queue("other");
+        f.bind("d", "other", "");
+        assert!(f.publish("d", "k"));
+        assert_eq!((f.ready("q"), f.ready("other")), (1, 1), "the re-declared exchange routes by its own bindings");
+    }
 }

@@ -14,7 +14,9 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -63,7 +65,7 @@ struct ConsumerLink {
 #[derive(Debug)]
 struct Inner {
     state: QueueState,
-    links: HashMap<ConsumerId, ConsumerLink>,
+    links: HashMap<ConsumerId, ConsumerLink, BuildHasherDefault<state::IdHasher>>,
     armed: Option<Millis>,
 }
 
@@ -145,7 +147,7 @@ impl Queue {
             arguments,
             policy: Mutex::new(FieldTable::new()),
             store_id,
-            inner: Mutex::new(Inner { state: QueueState::new(config, now_ms()), links: HashMap::new(), armed: None }),
+            inner: Mutex::new(Inner::new(QueueState::new(config, now_ms()))),
             timer: Notify::new(),
             available: Notify::new(),
             holds: AtomicUsize::new(0),
@@ -222,21 +224,23 @@ impl Queue {
         f: impl FnOnce(&mut Inner, Millis, &mut Vec<Effect>) -> R,
     ) -> (R, Followups) {
         let now = now_ms();
-        let mut fx = Vec::new();
         let mut rest = Vec::new();
         let mut inner = self.inner.lock();
         if self.is_deleted() {
             drop(inner);
-            let r = f(&mut Inner::dead(), now, &mut fx);
+            let r = f(&mut Inner::dead(), now, &mut Vec::new());
             return (r, rest);
         }
+        let (mut fx, mut batch) = (effect_buffer(), effect_buffer());
         let ready_before = match wake {
             Wake::IfReady => 0,
             Wake::IfTookAndReady => inner.state.counts().ready,
         };
         let r = f(&mut inner, now, &mut fx);
         while !fx.is_empty() {
-            for effect in std::mem::take(&mut fx) {
+            // Effects may cause more effects (a dead consumer's message goes to the next).
+            std::mem::swap(&mut fx, &mut batch);
+            for effect in batch.drain(..) {
                 match effect {
                     Effect::Deliver { consumer, delivery } => {
                         let lease = delivery.lease;
@@ -267,6 +271,8 @@ impl Queue {
             inner.armed = next;
         }
         drop(inner);
+        return_effect_buffer(fx);
+        return_effect_buffer(batch);
         if rearm {
             self.timer.notify_one();
         }
@@ -516,7 +522,7 @@ impl state::Pager for LogPager {
 
     fn page_in(&self, persisted: &Persisted) -> Option<Arc<Message>> {
         let mut m = persisted.read().map_err(|e| tracing::error!(error = %e, "paging a message in failed")).ok()?;
-        m.charge = Some(Arc::new(self.memory.charge(m.memory_size() as u64)));
+        m.charge = Some(self.memory.charge(m.memory_size() as u64));
         Some(Arc::new(m))
     }
 
@@ -529,10 +535,42 @@ impl state::Pager for LogPager {
     }
 }
 
+thread_local! {
+    /// Emptied effect buffers of this thread's finished queue operations, reused so that
+    /// an operation (a publish that hands a message to a consumer, say) allocates none.
+    static EFFECT_BUFFERS: RefCell<Vec<Vec<Effect>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty effect buffer, reused when this thread has one.
+fn effect_buffer() -> Vec<Effect> {
+    EFFECT_BUFFERS.try_with(|b| b.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+}
+
+/// Keeps an emptied effect buffer for the thread's next operation, unless it grew large
+/// (a purge or a big batch) or enough are kept.
+fn return_effect_buffer(mut buffer: Vec<Effect>) {
+    const KEEP: usize = 4;
+    const LARGEST: usize = 64;
+    if buffer.capacity() == 0 || buffer.capacity() > LARGEST {
+        return;
+    }
+    buffer.clear();
+    let _ = EFFECT_BUFFERS.try_with(|b| {
+        let mut kept = b.borrow_mut();
+        if kept.len() < KEEP {
+            kept.push(buffer);
+        }
+    });
+}
+
 impl Inner {
     /// A throwaway state for operations racing with deletion.
+    fn new(state: QueueState) -> Inner {
+        Inner { state, links: HashMap::default(), armed: None }
+    }
+
     fn dead() -> Inner {
-        Inner { state: QueueState::new(QueueConfig::default(), 0), links: HashMap::new(), armed: None }
+        Inner::new(QueueState::new(QueueConfig::default(), 0))
     }
 }
 

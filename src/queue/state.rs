@@ -267,13 +267,13 @@ struct Lease {
     since: Millis,
 }
 
-/// Hashes lease ids for the lease map: one multiply instead of SipHash (a lease id is a
-/// counter the broker hands out, so there is nothing to defend against). The multiplier
-/// spreads a counter's low bits into the high bits the hash table probes with.
+/// Hashes lease and consumer ids for the queue's maps: one multiply instead of SipHash
+/// (both are counters the broker hands out, so there is nothing to defend against). The
+/// multiplier spreads a counter's low bits into the high bits the hash table probes with.
 #[derive(Debug, Default, Clone, Copy)]
-struct LeaseIdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
-impl Hasher for LeaseIdHasher {
+impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -313,7 +313,7 @@ pub struct QueueState {
     ready_bytes: u64,
     expiry: BTreeSet<(Millis, ReadyKey)>,
     delayed: BTreeMap<(Millis, Seq), Entry>,
-    leases: HashMap<LeaseId, Lease, BuildHasherDefault<LeaseIdHasher>>,
+    leases: HashMap<LeaseId, Lease, BuildHasherDefault<IdHasher>>,
     lease_deadlines: BTreeSet<(Millis, LeaseId)>,
     leased_groups: HashMap<Arc<str>, u32>,
     /// Ready keys by group, so FIFO and fair picks skip groups, not messages.

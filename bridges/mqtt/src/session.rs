@@ -27,7 +27,7 @@ use switchyard::message::{FieldTable, FieldValue, Message};
 use switchyard::queue::state::{ConsumerId, Delivery, LeaseId};
 use switchyard::queue::{ConnectionId, ConsumerEvent, ConsumerSink, Queue};
 use switchyard::store::Lsn;
-use switchyard::vhost::{ConsumeSpec, Outcome, QueueSpec};
+use switchyard::vhost::{ConsumeSpec, Outcome, PublishCache, QueueSpec};
 use switchyard::{ClientContext, VHost};
 use tokio::sync::mpsc;
 
@@ -209,6 +209,8 @@ pub(crate) struct Session {
     last_topic: Option<(String, String)>,
     /// The topic of the last PUBLISH and its routing key ([`Session::routing_key_of`]).
     last_key: Option<(String, String)>,
+    /// Saves the permission check and the route of repeated PUBLISHes to one topic.
+    publish_cache: PublishCache,
 }
 
 impl Session {
@@ -271,6 +273,7 @@ impl Session {
             written: Vec::new(),
             last_topic: None,
             last_key: None,
+            publish_cache: PublishCache::default(),
             vhost,
             shared,
         };
@@ -530,7 +533,7 @@ impl Session {
         let routing_key = self.routing_key_of(&p.topic);
         let publisher = self.no_local.then_some(self.client_id.as_str());
         let message = to_message_with_key(&p, &self.exchange, publisher, routing_key);
-        let outcome = match self.vhost.publish(message, &self.ctx) {
+        let outcome = match self.vhost.publish_cached(message, &self.ctx, &mut self.publish_cache) {
             Ok(o) => o,
             Err(e) => {
                 if !self.protocol.is_v5() {
