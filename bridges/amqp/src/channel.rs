@@ -18,10 +18,8 @@ use switchyard::store::Lsn;
 use switchyard::vhost::{ConsumeSpec, ExchangeSpec, Outcome, PublishCache, QueueSpec};
 use switchyard::{ClientContext, VHost};
 
-use crate::codec::DeliverArgs;
-use crate::codec::convert::{
-    plain_properties, properties_from_amqp, properties_to_amqp, put_plain_properties, table_from_amqp,
-};
+use crate::codec::convert::{plain_properties, properties_to_amqp, put_plain_properties, table_from_amqp};
+use crate::codec::{ContentProperties, DeliverArgs, MethodRef};
 use crate::error::{AmqpError, code};
 use crate::outbound::Outbound;
 
@@ -146,7 +144,26 @@ impl Channel {
     }
 
     /// Handle one method. Errors close the channel (soft) or the connection (hard).
-    pub(crate) fn method(&mut self, method: AMQPClass, st: &mut ConnState) -> Result<(), AmqpError> {
+    pub(crate) fn method(&mut self, method: MethodRef<'_>, st: &mut ConnState) -> Result<(), AmqpError> {
+        let method = match method {
+            // The hot path: the publish's strings go straight from the read buffer into the
+            // pending publish (what `dispatch` does for an `AMQPClass` publish).
+            MethodRef::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true").on(60, 40));
+                }
+                self.pending = Some(Pending {
+                    exchange: p.exchange.to_owned(),
+                    routing_key: p.routing_key.to_owned(),
+                    mandatory: p.mandatory,
+                    properties: None,
+                    body_size: 0,
+                    body: BytesMut::new(),
+                });
+                return Ok(());
+            }
+            MethodRef::Amqp(method) => method,
+        };
         let (class_id, method_id) = ids(&method);
         self.dispatch(method, st).map_err(|e| if e.class_id == 0 { e.on(class_id, method_id) } else { e })
     }
@@ -459,7 +476,7 @@ impl Channel {
         &mut self,
         class_id: u16,
         body_size: u64,
-        properties: &amq_protocol::protocol::BasicProperties,
+        properties: &ContentProperties<'_>,
         st: &mut ConnState,
     ) -> Result<(), AmqpError> {
         let Some(p) = self.pending.as_mut() else {
@@ -479,7 +496,7 @@ impl Channel {
             )
             .on(60, 40));
         }
-        p.properties = Some(properties_from_amqp(properties));
+        properties.fill(p.properties.insert(Properties::default()));
         p.body_size = body_size;
         if body_size == 0 {
             return self.complete_publish(Bytes::new(), st);

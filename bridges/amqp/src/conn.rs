@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use amq_protocol::types::{AMQPValue, FieldTable as AmqpTable, ShortString};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use switchyard::queue::{ConnectionId, ConsumerEvent};
 use switchyard::{BrokerHandle, ClientContext};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Channel, ConnState, capability, long};
-use crate::codec::{self, DecodeError, Frame, PROTOCOL_HEADER};
+use crate::codec::{self, DecodeError, FrameRef, MethodRef, PROTOCOL_HEADER, Scan};
 use crate::config::AmqpConfig;
 use crate::error::{AmqpError, code};
 use crate::outbound::Outbound;
@@ -230,20 +230,30 @@ impl Conn {
         }
     }
 
+    /// Handle every whole frame in `buf`, each decoded in place (borrowing `buf`), and
+    /// consume them in one step at the end.
     fn handle_bytes(&mut self, buf: &mut BytesMut, events: &mut Events) {
+        // Bytes of `buf` already handled.
+        let mut done = 0;
         while self.phase != Phase::Done {
             let frame_max = if self.phase == Phase::Running { self.frame_max } else { self.cfg.frame_max };
-            match codec::decode(buf, frame_max, self.phase == Phase::Header) {
-                Ok(Some(frame)) => {
+            match codec::decode_in_place(&buf[done..], frame_max, self.phase == Phase::Header) {
+                Ok(Scan::Frame { frame, len }) => {
+                    done += len;
                     if let Err(e) = self.handle_frame(frame, events) {
                         self.fail(e);
                     }
                 }
-                Ok(None) => return,
+                Ok(Scan::Partial { total }) => {
+                    buf.advance(done);
+                    codec::reserve_for_frame(buf, total);
+                    return;
+                }
                 Err(DecodeError::BadProtocolHeader { .. }) => {
                     self.out.buf.extend_from_slice(PROTOCOL_HEADER);
                     self.close_reason = CloseReason::ProtocolError;
                     self.phase = Phase::Done;
+                    buf.advance(done);
                     return;
                 }
                 Err(e) => {
@@ -260,6 +270,7 @@ impl Conn {
                 }
             }
         }
+        buf.advance(done);
     }
 
     /// Close the connection with `e` (any error outside a running channel is fatal).
@@ -289,7 +300,7 @@ impl Conn {
         self.phase = Phase::Closing;
     }
 
-    fn handle_frame(&mut self, frame: Frame, events: &mut Events) -> Result<(), AmqpError> {
+    fn handle_frame(&mut self, frame: FrameRef<'_>, events: &mut Events) -> Result<(), AmqpError> {
         match self.phase {
             Phase::Header => {
                 self.send_start();
@@ -297,32 +308,41 @@ impl Conn {
                 Ok(())
             }
             Phase::StartOk => match frame {
-                Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) } => {
-                    self.start_ok(s)
-                }
+                FrameRef::Method {
+                    channel: 0,
+                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::StartOk(s))),
+                } => self.start_ok(s),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.start-ok")),
             },
             Phase::TuneOk => match frame {
-                Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) } => {
-                    self.tune_ok(t)
-                }
-                Frame::Heartbeat => Ok(()),
+                FrameRef::Method {
+                    channel: 0,
+                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::TuneOk(t))),
+                } => self.tune_ok(t),
+                FrameRef::Heartbeat => Ok(()),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.tune-ok")),
             },
             Phase::Open => match frame {
-                Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::Open(o)) } => {
-                    self.open(o)
-                }
-                Frame::Heartbeat => Ok(()),
+                FrameRef::Method {
+                    channel: 0,
+                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::Open(o))),
+                } => self.open(o),
+                FrameRef::Heartbeat => Ok(()),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.open")),
             },
             Phase::Running => self.running_frame(frame, events),
             Phase::Closing => {
                 match frame {
-                    Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) } => {
+                    FrameRef::Method {
+                        channel: 0,
+                        method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))),
+                    } => {
                         self.phase = Phase::Done;
                     }
-                    Frame::Method { channel: 0, method: AMQPClass::Connection(connection::AMQPMethod::Close(_)) } => {
+                    FrameRef::Method {
+                        channel: 0,
+                        method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::Close(_))),
+                    } => {
                         self.out
                             .method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                         self.phase = Phase::Done;
@@ -458,17 +478,17 @@ impl Conn {
         Ok(())
     }
 
-    fn running_frame(&mut self, frame: Frame, events: &mut Events) -> Result<(), AmqpError> {
+    fn running_frame(&mut self, frame: FrameRef<'_>, events: &mut Events) -> Result<(), AmqpError> {
         match frame {
-            Frame::Heartbeat => Ok(()),
-            Frame::ProtocolHeader => Err(AmqpError::connection(code::FRAME_ERROR, "unexpected protocol header")),
-            Frame::Method { channel: 0, method } => self.connection_method(method),
-            Frame::Method { channel, method } => self.channel_method(channel, method, events),
-            Frame::Header { channel, class_id, body_size, properties } => {
+            FrameRef::Heartbeat => Ok(()),
+            FrameRef::ProtocolHeader => Err(AmqpError::connection(code::FRAME_ERROR, "unexpected protocol header")),
+            FrameRef::Method { channel: 0, method } => self.connection_method(method.into_amqp()),
+            FrameRef::Method { channel, method } => self.channel_method(channel, method, events),
+            FrameRef::Header { channel, class_id, body_size, properties } => {
                 self.published = true;
                 self.with_channel(channel, |ch, st| ch.content_header(class_id, body_size, &properties, st))
             }
-            Frame::Body { channel, payload } => self.with_channel(channel, |ch, st| ch.content_body(&payload, st)),
+            FrameRef::Body { channel, payload } => self.with_channel(channel, |ch, st| ch.content_body(payload, st)),
         }
     }
 
@@ -502,10 +522,10 @@ impl Conn {
         }
     }
 
-    fn channel_method(&mut self, id: u16, method: AMQPClass, events: &mut Events) -> Result<(), AmqpError> {
-        let (class_id, method_id) = codec::class_method_ids(&method);
+    fn channel_method(&mut self, id: u16, method: MethodRef<'_>, events: &mut Events) -> Result<(), AmqpError> {
+        let (class_id, method_id) = method.ids();
         match method {
-            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
                 if self.channels.contains_key(&id) {
                     return Err(AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")
                         .on(class_id, method_id));
@@ -521,7 +541,7 @@ impl Conn {
                 self.out.method(id, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
                 Ok(())
             }
-            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
                 self.drain_events(events);
                 if let (Some(mut ch), Some(st)) = (self.channels.remove(&id), self.state.as_mut()) {
                     ch.flush_confirms(st);
@@ -531,7 +551,7 @@ impl Conn {
                 self.out.method(id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 Ok(())
             }
-            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
                 if self.channels.get(&id).is_some_and(|c| c.closing) {
                     self.channels.remove(&id);
                 }
@@ -553,7 +573,7 @@ impl Conn {
                     )
                     .on(class_id, method_id));
                 }
-                if matches!(method, AMQPClass::Basic(basic::AMQPMethod::Cancel(_))) {
+                if matches!(method, MethodRef::Amqp(AMQPClass::Basic(basic::AMQPMethod::Cancel(_)))) {
                     // Deliveries already queued for the consumer go out before cancel-ok.
                     self.drain_events(events);
                 }

@@ -45,6 +45,46 @@ pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
     }
 }
 
+/// Core properties straight from a content header's property list (flags and values),
+/// without amq-protocol's `BasicProperties` in between, when
+/// [`super::fast::walk_plain_properties`] understands the list (no headers table);
+/// `None` otherwise. The same value as [`properties_from_amqp`] of amq-protocol's parse
+/// (property-tested).
+pub fn properties_from_plain(props: &[u8]) -> Option<Properties> {
+    let mut out = Properties::default();
+    fill_from_plain(props, &mut out)?;
+    Some(out)
+}
+
+/// [`properties_from_plain`] into `out`, which should be `Properties::default()`: sets the
+/// properties present in the list, in place (a `Properties` is large; building one to move
+/// it costs more than decoding the usual header). On `None`, `out` may be partly set.
+pub(super) fn fill_from_plain(props: &[u8], out: &mut Properties) -> Option<()> {
+    use super::fast::PropertyValue::{Octet, Str, Timestamp};
+    super::fast::walk_plain_properties(props, |bit, value| match (bit, value) {
+        (12, Octet(v)) => out.delivery_mode = Some(v),
+        (11, Octet(v)) => out.priority = Some(v),
+        (6, Timestamp(v)) => out.timestamp = Some(v),
+        (bit, Str(s)) => {
+            let slot = match bit {
+                15 => &mut out.content_type,
+                14 => &mut out.content_encoding,
+                10 => &mut out.correlation_id,
+                9 => &mut out.reply_to,
+                8 => &mut out.expiration,
+                7 => &mut out.message_id,
+                5 => &mut out.kind,
+                4 => &mut out.user_id,
+                3 => &mut out.app_id,
+                _ => &mut out.cluster_id,
+            };
+            *slot = Some(s.to_owned());
+        }
+        // The walker reports octets and timestamps only for their own bits.
+        _ => {}
+    })
+}
+
 /// AMQP basic properties from core properties. See the module docs for
 /// string properties longer than 255 bytes.
 pub fn properties_to_amqp(p: &Properties) -> BasicProperties {

@@ -30,16 +30,118 @@ pub(super) fn decode(class_id: u16, method_id: u16, payload: &[u8]) -> Option<AM
 /// `reserved-1` (short), `exchange` (shortstr), `routing-key` (shortstr), bits
 /// `mandatory`, `immediate`.
 fn publish(args: &[u8]) -> Option<AMQPClass> {
+    publish_args(args).map(|p| p.to_amqp())
+}
+
+/// A `basic.publish` decoded in place: its strings borrow the frame's bytes, so the hot
+/// path builds no `AMQPClass` (and no `ShortString`s) for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRef<'a> {
+    /// The exchange name (`""` for the default exchange).
+    pub exchange: &'a str,
+    /// The routing key.
+    pub routing_key: &'a str,
+    /// The `mandatory` bit.
+    pub mandatory: bool,
+    /// The `immediate` bit.
+    pub immediate: bool,
+}
+
+impl PublishRef<'_> {
+    /// The same method as amq-protocol's type.
+    pub fn to_amqp(&self) -> AMQPClass {
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: ShortString::from(self.exchange),
+            routing_key: ShortString::from(self.routing_key),
+            mandatory: self.mandatory,
+            immediate: self.immediate,
+        }))
+    }
+}
+
+/// Decodes a method frame's `payload` (class id, method id, arguments) in place if it is a
+/// well-formed `basic.publish`; `None` for anything else, including malformed input (which
+/// the generic parser then reports).
+pub(super) fn publish_ref(payload: &[u8]) -> Option<PublishRef<'_>> {
+    match payload {
+        [0, 60, 0, 40, args @ ..] => publish_args(args),
+        _ => None,
+    }
+}
+
+fn publish_args(args: &[u8]) -> Option<PublishRef<'_>> {
     let rest = args.get(2..)?;
-    let (exchange, rest) = short_string(rest)?;
-    let (routing_key, rest) = short_string(rest)?;
+    let (exchange, rest) = short_str(rest)?;
+    let (routing_key, rest) = short_str(rest)?;
     let [bits] = rest else { return None };
-    Some(AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-        exchange,
-        routing_key,
-        mandatory: bits & 0b01 != 0,
-        immediate: bits & 0b10 != 0,
-    })))
+    Some(PublishRef { exchange, routing_key, mandatory: bits & 0b01 != 0, immediate: bits & 0b10 != 0 })
+}
+
+/// One value in a content header's property list, as [`walk_plain_properties`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PropertyValue<'a> {
+    /// A short string (content-type, reply-to, message-id, ...).
+    Str(&'a str),
+    /// An octet (delivery-mode, priority).
+    Octet(u8),
+    /// A timestamp.
+    Timestamp(u64),
+}
+
+/// The `headers` property's flag: a field table, which the fast path leaves to amq-protocol.
+pub(super) const HEADERS_FLAG: u16 = 1 << 13;
+
+/// Walks a content header's property flags and values, calling `visit(flag_bit, value)`
+/// for each present property in wire order (bit 15 = content-type ... bit 2 = cluster-id).
+///
+/// Answers only for lists it fully understands: no headers table, every value complete,
+/// short strings valid UTF-8, nothing after the last value; `None` otherwise (the generic
+/// parser then produces the value or the error). Like amq-protocol's parser, it ignores
+/// flag bits 1 and 0 (the continuation bit, which 0-9-1 never uses).
+pub(super) fn walk_plain_properties<'a>(props: &'a [u8], mut visit: impl FnMut(u8, PropertyValue<'a>)) -> Option<()> {
+    let (flags, mut rest) = props.split_first_chunk::<2>()?;
+    let flags = u16::from_be_bytes(*flags);
+    if flags & HEADERS_FLAG != 0 {
+        return None;
+    }
+    // Walk only the present bits, high to low (the wire order).
+    let mut pending = flags & 0xFFFC;
+    while pending != 0 {
+        let bit = 15 - pending.leading_zeros() as u8;
+        pending &= !(1 << bit);
+        let value = match bit {
+            // delivery-mode, priority
+            12 | 11 => {
+                let (&octet, tail) = rest.split_first()?;
+                rest = tail;
+                PropertyValue::Octet(octet)
+            }
+            // timestamp
+            6 => {
+                let (stamp, tail) = rest.split_first_chunk::<8>()?;
+                rest = tail;
+                PropertyValue::Timestamp(u64::from_be_bytes(*stamp))
+            }
+            _ => {
+                let (text, tail) = short_str(rest)?;
+                rest = tail;
+                PropertyValue::Str(text)
+            }
+        };
+        visit(bit, value);
+    }
+    rest.is_empty().then_some(())
+}
+
+/// A length-prefixed short string, borrowed, and what follows it.
+fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = input.split_first()?;
+    if len == 0 {
+        // The default exchange's name, on every publish to it.
+        return Some(("", rest));
+    }
+    let (text, rest) = rest.split_at_checked(usize::from(len))?;
+    Some((std::str::from_utf8(text).ok()?, rest))
 }
 
 /// `delivery-tag` (longlong), bit `multiple`.
@@ -47,15 +149,6 @@ fn ack(args: &[u8]) -> Option<AMQPClass> {
     let [t0, t1, t2, t3, t4, t5, t6, t7, bits] = args else { return None };
     let delivery_tag = u64::from_be_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]);
     Some(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag, multiple: bits & 1 != 0 })))
-}
-
-/// A length-prefixed short string and what follows it.
-fn short_string(input: &[u8]) -> Option<(ShortString, &[u8])> {
-    let (&len, rest) = input.split_first()?;
-    let (text, rest) = rest.split_at_checked(usize::from(len))?;
-    let text = std::str::from_utf8(text).ok()?;
-    // A one-octet length bounds the text to 255 bytes, ShortString's limit.
-    Some((ShortString::from(text), rest))
 }
 
 #[cfg(test)]
@@ -127,6 +220,17 @@ mod tests {
             if let Some(fast) = decode(c, m, &p) {
                 prop_assert_eq!(Some(fast), generic(&p));
             }
+        }
+
+        /// The in-place publish decoder declines or agrees with amq-protocol, whatever the bytes.
+        #[test]
+        fn publish_ref_never_disagrees_with_the_generic_parser(args in vec(any::<u8>(), 0..40)) {
+            let mut p = vec![0, 60, 0, 40];
+            p.extend_from_slice(&args);
+            if let Some(fast) = publish_ref(&p) {
+                prop_assert_eq!(Some(fast.to_amqp()), generic(&p));
+            }
+            prop_assert_eq!(publish_ref(&p).map(|f| f.to_amqp()), decode(60, 40, &p));
         }
 
         #[test]

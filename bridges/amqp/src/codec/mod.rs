@@ -35,7 +35,9 @@ use amq_protocol::frame::{GenError, ParserError, WriteContext};
 use amq_protocol::protocol::basic::{gen_properties, parse_properties};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, gen_class, parse_class};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use switchyard::message::Properties;
 
+pub use self::fast::PublishRef;
 pub use self::methods::{class_method_ids, method_name, method_name_by_id};
 pub use self::nesting::MAX_TABLE_DEPTH;
 use self::sink::Sink;
@@ -234,16 +236,64 @@ pub fn max_body_chunk(frame_max: u32) -> usize {
 /// overhead (0 = no limit, still capped at [`FRAME_MAX_CAP`]).
 /// `expect_protocol_header` is true until the handshake header was read;
 /// while it is, only [`PROTOCOL_HEADER`] is accepted.
+///
+/// The connection decodes with [`decode_in_place`] instead, which borrows the buffer;
+/// this owning form is the reference the in-place one is tested against.
 pub fn decode(buf: &mut BytesMut, frame_max: u32, expect_protocol_header: bool) -> Result<Option<Frame>, DecodeError> {
     if expect_protocol_header {
         return decode_protocol_header(buf);
     }
-    if buf.len() < FRAME_HEADER_LEN {
-        return Ok(None);
+    let (frame_type, channel, size) = match frame_head(buf, frame_max)? {
+        Head::Partial { total } => {
+            reserve_for_frame(buf, total);
+            return Ok(None);
+        }
+        Head::Whole { frame_type, channel, size } => (frame_type, channel, size),
+    };
+    let payload_end = FRAME_HEADER_LEN + size;
+    let frame = match frame_type {
+        FRAME_BODY => {
+            buf.advance(FRAME_HEADER_LEN);
+            let payload = buf.split_to(size).freeze();
+            buf.advance(1);
+            return Ok(Some(Frame::Body { channel, payload }));
+        }
+        FRAME_METHOD => Frame::Method { channel, method: decode_method(&buf[FRAME_HEADER_LEN..payload_end])? },
+        FRAME_HEADER => decode_content_header(channel, &buf[FRAME_HEADER_LEN..payload_end])?,
+        _ => Frame::Heartbeat,
+    };
+    buf.advance(payload_end + 1);
+    Ok(Some(frame))
+}
+
+/// Make room in `buf` for the rest of a partly received frame `total` bytes long (as
+/// [`Scan::Partial`] reports it), bounded: 7 bytes announcing a large frame must not make
+/// us allocate it before it arrives.
+pub fn reserve_for_frame(buf: &mut BytesMut, total: usize) {
+    if total > buf.len() {
+        buf.reserve((total - buf.len()).min(RESERVE_AHEAD_MAX));
     }
-    let frame_type = buf[0];
-    let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+}
+
+/// What [`frame_head`] found at the front of a buffer.
+enum Head {
+    /// Not a whole frame yet; `total` is its full length if the 7-byte header is buffered
+    /// (0 otherwise).
+    Partial { total: usize },
+    /// A whole frame of a known type whose frame-end octet checked out; its payload is
+    /// `size` bytes after the 7-byte header.
+    Whole { frame_type: u8, channel: u16, size: usize },
+}
+
+/// The frame-level checks, in the order the connection reports them: frame type, size
+/// against `frame_max`, heartbeat shape (all as soon as the 7-byte header is buffered),
+/// then the frame-end octet once the whole frame is.
+fn frame_head(buf: &[u8], frame_max: u32) -> Result<Head, DecodeError> {
+    let [frame_type, c0, c1, s0, s1, s2, s3, ..] = *buf else {
+        return Ok(Head::Partial { total: 0 });
+    };
+    let channel = u16::from_be_bytes([c0, c1]);
+    let size = u32::from_be_bytes([s0, s1, s2, s3]);
     if !matches!(frame_type, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
         return Err(DecodeError::UnknownFrameType(frame_type));
     }
@@ -255,31 +305,179 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32, expect_protocol_header: bool) 
         return Err(DecodeError::BadHeartbeat { channel, size });
     }
     // Cannot overflow: size + 8 <= FRAME_MAX_CAP.
-    let payload_end = FRAME_HEADER_LEN + size as usize;
-    let total = payload_end + 1;
-    if buf.len() < total {
-        // Make room for the rest of the frame, bounded: 7 bytes announcing a
-        // large frame must not make us allocate it before it arrives.
-        buf.reserve((total - buf.len()).min(RESERVE_AHEAD_MAX));
-        return Ok(None);
-    }
-    let found = buf[payload_end];
+    let size = size as usize;
+    let payload_end = FRAME_HEADER_LEN + size;
+    let Some(&found) = buf.get(payload_end) else {
+        return Ok(Head::Partial { total: payload_end + 1 });
+    };
     if found != FRAME_END {
         return Err(DecodeError::BadFrameEnd { frame_type, channel, found });
     }
-    let frame = match frame_type {
-        FRAME_BODY => {
-            buf.advance(FRAME_HEADER_LEN);
-            let payload = buf.split_to(size as usize).freeze();
-            buf.advance(1);
-            return Ok(Some(Frame::Body { channel, payload }));
+    Ok(Head::Whole { frame_type, channel, size })
+}
+
+/// A method as [`decode_in_place`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MethodRef<'a> {
+    /// `basic.publish`, borrowed from the buffer (the hot path).
+    Publish(PublishRef<'a>),
+    /// Any other method (and a publish the fast decoder declined but the parser accepted).
+    Amqp(AMQPClass),
+}
+
+impl MethodRef<'_> {
+    /// The method's class and method ids.
+    pub fn ids(&self) -> (u16, u16) {
+        match self {
+            MethodRef::Publish(_) => (60, 40),
+            MethodRef::Amqp(m) => class_method_ids(m),
         }
-        FRAME_METHOD => Frame::Method { channel, method: decode_method(&buf[FRAME_HEADER_LEN..payload_end])? },
-        FRAME_HEADER => decode_content_header(channel, &buf[FRAME_HEADER_LEN..payload_end])?,
-        _ => Frame::Heartbeat,
+    }
+
+    /// The method as amq-protocol's type.
+    pub fn into_amqp(self) -> AMQPClass {
+        match self {
+            MethodRef::Publish(p) => p.to_amqp(),
+            MethodRef::Amqp(m) => m,
+        }
+    }
+}
+
+/// A content header's properties as [`decode_in_place`] returns them: already checked,
+/// turned into core [`Properties`] by whoever keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentProperties<'a> {
+    /// A property list without a headers table, validated (complete, UTF-8) but not yet
+    /// converted: the wire bytes, flags first.
+    Plain(&'a [u8]),
+    /// Parsed by amq-protocol (a headers table, or input the fast path declines). Boxed:
+    /// `BasicProperties` is large and this is the rare case.
+    Parsed(Box<BasicProperties>),
+}
+
+impl ContentProperties<'_> {
+    /// The core properties these stand for.
+    pub fn to_properties(&self) -> Properties {
+        let mut out = Properties::default();
+        self.fill(&mut out);
+        out
+    }
+
+    /// Writes the core properties these stand for into `out`, which should be
+    /// `Properties::default()` (a plain list sets only the properties it holds): the
+    /// connection decodes into the pending publish's slot rather than moving a value there.
+    pub fn fill(&self, out: &mut Properties) {
+        match self {
+            ContentProperties::Plain(bytes) => {
+                if convert::fill_from_plain(bytes, out).is_none() {
+                    // Not reached: `Plain` holds only lists the fast walker accepted. Should
+                    // the two ever disagree, the parser still gives the right value.
+                    *out = match parse_properties(*bytes) {
+                        Ok((_, p)) => convert::properties_from_amqp(&p),
+                        Err(_) => Properties::default(),
+                    };
+                }
+            }
+            ContentProperties::Parsed(p) => *out = convert::properties_from_amqp(p),
+        }
+    }
+}
+
+/// One frame decoded in place by [`decode_in_place`]: methods other than `basic.publish`
+/// are parsed into amq-protocol's types, everything else borrows the read buffer, so
+/// nothing large is built or moved per message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameRef<'a> {
+    /// The 8-byte "AMQP\0\0\x09\x01" header a client sends first.
+    ProtocolHeader,
+    /// A method frame (type 1).
+    Method {
+        /// The channel (0 for connection-class methods).
+        channel: u16,
+        /// The method and its arguments.
+        method: MethodRef<'a>,
+    },
+    /// A content header frame (type 2).
+    Header {
+        /// The channel.
+        channel: u16,
+        /// The content class; 60 (basic) is the only one 0-9-1 uses.
+        class_id: u16,
+        /// Total body bytes that follow in body frames.
+        body_size: u64,
+        /// The properties.
+        properties: ContentProperties<'a>,
+    },
+    /// A content body frame (type 3): this frame's slice of the body.
+    Body {
+        /// The channel.
+        channel: u16,
+        /// The payload, in the read buffer.
+        payload: &'a [u8],
+    },
+    /// A heartbeat frame (type 8), always on channel 0.
+    Heartbeat,
+}
+
+/// What [`decode_in_place`] found at the front of the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scan<'a> {
+    /// A whole frame, `len` bytes long: the caller consumes them once done with it.
+    Frame {
+        /// The frame.
+        frame: FrameRef<'a>,
+        /// How many bytes of the buffer it took.
+        len: usize,
+    },
+    /// More bytes are needed; `total` is the length of the frame begun, when its header is
+    /// buffered (0 otherwise), for reserving room. At most `total` is worth reserving.
+    Partial {
+        /// The whole frame's length, or 0 if not known yet.
+        total: usize,
+    },
+}
+
+/// Decode the frame at the front of `buf` without consuming or copying it: the same frames
+/// and the same errors, in the same order, as [`decode`], with the differences of
+/// [`FrameRef`] (a `basic.publish` and the body borrow `buf`, properties are left as
+/// validated bytes when they have no headers table).
+pub fn decode_in_place(buf: &[u8], frame_max: u32, expect_protocol_header: bool) -> Result<Scan<'_>, DecodeError> {
+    if expect_protocol_header {
+        let Some(head) = buf.first_chunk::<8>() else {
+            return Ok(Scan::Partial { total: PROTOCOL_HEADER.len() });
+        };
+        if head != PROTOCOL_HEADER {
+            return Err(DecodeError::BadProtocolHeader { received: *head });
+        }
+        return Ok(Scan::Frame { frame: FrameRef::ProtocolHeader, len: PROTOCOL_HEADER.len() });
+    }
+    let (frame_type, channel, size) = match frame_head(buf, frame_max)? {
+        Head::Partial { total } => return Ok(Scan::Partial { total }),
+        Head::Whole { frame_type, channel, size } => (frame_type, channel, size),
     };
-    buf.advance(total);
-    Ok(Some(frame))
+    let payload_end = FRAME_HEADER_LEN + size;
+    let payload = &buf[FRAME_HEADER_LEN..payload_end];
+    let frame = match frame_type {
+        FRAME_BODY => FrameRef::Body { channel, payload },
+        FRAME_METHOD => {
+            let method = match fast::publish_ref(payload) {
+                Some(p) => MethodRef::Publish(p),
+                None => MethodRef::Amqp(decode_method(payload)?),
+            };
+            FrameRef::Method { channel, method }
+        }
+        FRAME_HEADER => {
+            let (class_id, body_size, props) = content_header_prefix(channel, payload)?;
+            let properties = if fast::walk_plain_properties(props, |_, _| ()).is_some() {
+                ContentProperties::Plain(props)
+            } else {
+                ContentProperties::Parsed(Box::new(parse_content_properties(channel, props)?))
+            };
+            FrameRef::Header { channel, class_id, body_size, properties }
+        }
+        _ => FrameRef::Heartbeat,
+    };
+    Ok(Scan::Frame { frame, len: payload_end + 1 })
 }
 
 fn decode_protocol_header(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
@@ -341,6 +539,24 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, DecodeError> {
 }
 
 fn decode_content_header(channel: u16, payload: &[u8]) -> Result<Frame, DecodeError> {
+    let (class_id, body_size, props) = content_header_prefix(channel, payload)?;
+    // The common shapes on a publisher's hot path, without the parser: no properties, or
+    // only a delivery mode (what parse_properties would return for these bytes).
+    match props {
+        [0, 0] => return Ok(Frame::Header { channel, class_id, body_size, properties: BasicProperties::default() }),
+        [0x10, 0, mode] => {
+            let properties = BasicProperties::default().with_delivery_mode(*mode);
+            return Ok(Frame::Header { channel, class_id, body_size, properties });
+        }
+        _ => {}
+    }
+    let properties = parse_content_properties(channel, props)?;
+    Ok(Frame::Header { channel, class_id, body_size, properties })
+}
+
+/// A content header's class id, weight (checked to be 0) and body size; returns the class
+/// id, the body size and the property list (flags onwards, at least the two flag bytes).
+fn content_header_prefix(channel: u16, payload: &[u8]) -> Result<(u16, u64, &[u8]), DecodeError> {
     let bad = |detail: String| DecodeError::BadContentHeader { channel, detail };
     // class-id (2), weight (2), body-size (8), property flags (2).
     let [c0, c1, w0, w1, s0, s1, s2, s3, s4, s5, s6, s7, props @ ..] = payload else {
@@ -355,21 +571,17 @@ fn decode_content_header(channel: u16, payload: &[u8]) -> Result<Frame, DecodeEr
         return Err(bad(format!("weight is {weight}, must be 0")));
     }
     let body_size = u64::from_be_bytes([*s0, *s1, *s2, *s3, *s4, *s5, *s6, *s7]);
-    // The common shapes on a publisher's hot path, without the parser: no properties, or
-    // only a delivery mode (what parse_properties would return for these bytes).
-    match props {
-        [0, 0] => return Ok(Frame::Header { channel, class_id, body_size, properties: BasicProperties::default() }),
-        [0x10, 0, mode] => {
-            let properties = BasicProperties::default().with_delivery_mode(*mode);
-            return Ok(Frame::Header { channel, class_id, body_size, properties });
-        }
-        _ => {}
-    }
+    Ok((class_id, body_size, props))
+}
+
+/// The property list through amq-protocol's parser, with the nesting guard first.
+fn parse_content_properties(channel: u16, props: &[u8]) -> Result<BasicProperties, DecodeError> {
+    let bad = |detail: String| DecodeError::BadContentHeader { channel, detail };
     if nesting::properties_too_deep(props, MAX_TABLE_DEPTH) {
         return Err(bad(format!("headers table nested deeper than {MAX_TABLE_DEPTH} levels")));
     }
     match parse_properties(props) {
-        Ok(([], properties)) => Ok(Frame::Header { channel, class_id, body_size, properties }),
+        Ok(([], properties)) => Ok(properties),
         Ok((rest, _)) => Err(bad(format!("{} unexpected bytes after the properties", rest.len()))),
         Err(err) => Err(bad(parser_error_text("properties", &err))),
     }
@@ -1373,5 +1585,233 @@ mod tests {
             }
             prop_assert_eq!(joined, body);
         }
+
+        /// The in-place decoder agrees with `decode` on encoded frame streams, cut anywhere.
+        #[test]
+        fn in_place_agrees_on_frame_streams(
+            frames in vec(frame(), 1..6),
+            cuts in vec(any::<usize>(), 0..6),
+        ) {
+            let mut bytes = PROTOCOL_HEADER.to_vec();
+            for frame in &frames {
+                bytes.extend_from_slice(&encoded(frame));
+            }
+            for frame_max in [0, 64, 4096] {
+                assert_in_place_agrees(&bytes, frame_max, true);
+            }
+            // Every prefix: the same frames, then the same "need more" or error.
+            for cut in cuts {
+                assert_in_place_agrees(&bytes[..cut % (bytes.len() + 1)], 0, true);
+            }
+        }
+
+        /// ... on frames with bytes overwritten (bad types, sizes, frame ends, strings, flags).
+        #[test]
+        fn in_place_agrees_on_mutated_frames(
+            frames in vec(frame(), 1..4),
+            flips in vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = Vec::new();
+            for frame in &frames {
+                bytes.extend_from_slice(&encoded(frame));
+            }
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            assert_in_place_agrees(&bytes, 0, false);
+        }
+
+        /// ... on well-framed garbage: method payloads for the hot methods, content headers
+        /// with arbitrary property lists, arbitrary frame types and sizes.
+        #[test]
+        fn in_place_agrees_on_garbage(
+            frame_type in prop_oneof![Just(1u8), Just(2), Just(3), Just(8), any::<u8>()],
+            ids in proptest::sample::select(vec![(60u16, 40u16), (60, 80), (60, 10), (10, 11), (20, 40), (60, 99)]),
+            tail in vec(any::<u8>(), 0..80),
+            raw in vec(any::<u8>(), 0..40),
+        ) {
+            let mut payload = Vec::new();
+            if frame_type == 1 {
+                payload.extend_from_slice(&ids.0.to_be_bytes());
+                payload.extend_from_slice(&ids.1.to_be_bytes());
+            } else if frame_type == 2 {
+                payload.extend_from_slice(b"\x00\x3c\x00\x00\0\0\0\0\0\0\0\x01");
+            }
+            payload.extend_from_slice(&tail);
+            for frame_max in [0, 20, 4096] {
+                assert_in_place_agrees(&frame_bytes(frame_type, 1, &payload), frame_max, false);
+            }
+            assert_in_place_agrees(&raw, 0, false);
+            assert_in_place_agrees(&raw, 0, true);
+        }
+
+        /// A publish with every shape of exchange and routing key (empty, non-ASCII, 255
+        /// bytes) and every bit pattern decodes in place, to the parser's value.
+        #[test]
+        fn publishes_decode_in_place(
+            exchange in "\\PC{0,20}",
+            key in prop_oneof!["\\PC{0,60}", "[a-z]{255}"],
+            bits in any::<u8>(),
+        ) {
+            prop_assume!(exchange.len() < 256 && key.len() < 256);
+            let mut payload = vec![0, 60, 0, 40, 0, 0, exchange.len() as u8];
+            payload.extend_from_slice(exchange.as_bytes());
+            payload.push(key.len() as u8);
+            payload.extend_from_slice(key.as_bytes());
+            payload.push(bits);
+            let bytes = frame_bytes(1, 7, &payload);
+            let Ok(Scan::Frame { frame: FrameRef::Method { channel: 7, method: MethodRef::Publish(p) }, len }) =
+                decode_in_place(&bytes, 0, false)
+            else {
+                return Err(TestCaseError::fail("not decoded in place as a publish"));
+            };
+            prop_assert_eq!(len, bytes.len());
+            prop_assert_eq!((p.exchange, p.routing_key), (exchange.as_str(), key.as_str()));
+            assert_in_place_agrees(&bytes, 0, false);
+        }
+
+        /// Property lists without headers take the plain path and decode to what the parser
+        /// gives; with headers they are parsed, to the same value.
+        #[test]
+        fn content_properties_decode_as_the_parser_does(props in properties(), body_size in any::<u64>()) {
+            let mut payload = BytesMut::new();
+            payload.put_u16(60);
+            payload.put_u16(0);
+            payload.put_u64(body_size);
+            put_properties(&mut payload, &props).expect("encodes");
+            let bytes = frame_bytes(2, 3, &payload);
+            let Ok(Scan::Frame { frame: FrameRef::Header { properties, body_size: size, .. }, .. }) =
+                decode_in_place(&bytes, 0, false)
+            else {
+                return Err(TestCaseError::fail("header did not decode"));
+            };
+            prop_assert_eq!(size, body_size);
+            prop_assert_eq!(matches!(properties, ContentProperties::Plain(_)), props.headers().is_none());
+            prop_assert_eq!(format!("{:?}", properties.to_properties()), format!("{:?}", convert::properties_from_amqp(&props)));
+            assert_in_place_agrees(&bytes, 0, false);
+            // Every truncation of the property list is refused with the parser's error.
+            for cut in 14..payload.len() {
+                assert_in_place_agrees(&frame_bytes(2, 3, &payload[..cut]), 0, false);
+            }
+        }
+
+        /// Whatever bytes follow the flags, the plain walker either declines or agrees with
+        /// amq-protocol's parser (value, and no bytes left over).
+        #[test]
+        fn plain_walker_never_disagrees_with_the_parser(flags in any::<u16>(), rest in vec(any::<u8>(), 0..40)) {
+            let mut props = flags.to_be_bytes().to_vec();
+            props.extend_from_slice(&rest);
+            if let Some(fast) = convert::properties_from_plain(&props) {
+                let parsed = parse_properties(props.as_slice());
+                let Ok(([], parsed)) = parsed else {
+                    return Err(TestCaseError::fail(format!("parser refused what the walker accepted: {parsed:?}")));
+                };
+                prop_assert_eq!(fast, convert::properties_from_amqp(&parsed));
+            }
+        }
+    }
+
+    /// A frame from either decoder in a form both can be compared in: methods as
+    /// amq-protocol values, properties as core values (printed, since a header may hold NaN).
+    fn comparable(frame: &Frame) -> String {
+        match frame {
+            Frame::Header { channel, class_id, body_size, properties } => {
+                format!("Header {channel} {class_id} {body_size} {:?}", convert::properties_from_amqp(properties))
+            }
+            Frame::Body { channel, payload } => format!("Body {channel} {:?}", &payload[..]),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn comparable_ref(frame: FrameRef<'_>) -> String {
+        match frame {
+            FrameRef::ProtocolHeader => comparable(&Frame::ProtocolHeader),
+            FrameRef::Heartbeat => comparable(&Frame::Heartbeat),
+            FrameRef::Method { channel, method } => comparable(&Frame::Method { channel, method: method.into_amqp() }),
+            FrameRef::Header { channel, class_id, body_size, properties } => {
+                format!("Header {channel} {class_id} {body_size} {:?}", properties.to_properties())
+            }
+            FrameRef::Body { channel, payload } => format!("Body {channel} {payload:?}"),
+        }
+    }
+
+    /// Decodes `bytes` with both decoders, as a connection would (header first if asked),
+    /// and checks they give the same frames, then the same error or the same "need more".
+    fn assert_in_place_agrees(bytes: &[u8], frame_max: u32, expect_header: bool) {
+        let mut buf = BytesMut::from(bytes);
+        let mut expected = Vec::new();
+        let mut header = expect_header;
+        let expected_end = loop {
+            match decode(&mut buf, frame_max, header) {
+                Ok(Some(frame)) => expected.push(comparable(&frame)),
+                Ok(None) => break Ok(bytes.len() - buf.len()),
+                Err(e) => break Err(e),
+            }
+            header = false;
+        };
+        let mut got = Vec::new();
+        let mut done = 0;
+        let mut header = expect_header;
+        let got_end = loop {
+            match decode_in_place(&bytes[done..], frame_max, header) {
+                Ok(Scan::Frame { frame, len }) => {
+                    got.push(comparable_ref(frame));
+                    done += len;
+                }
+                Ok(Scan::Partial { total }) => {
+                    assert!(total == 0 || total > bytes.len() - done, "partial frame of {total} bytes is buffered");
+                    break Ok(done);
+                }
+                Err(e) => break Err(e),
+            }
+            header = false;
+        };
+        assert_eq!(got, expected);
+        assert_eq!(got_end, expected_end);
+    }
+
+    #[test]
+    fn in_place_publish_and_body_borrow_the_buffer() {
+        let mut bytes = frame_bytes(1, 1, &[0, 60, 0, 40, 0, 0, 0, 3, b'k', b'e', b'y', 0b10]);
+        bytes.extend_from_slice(&frame_bytes(3, 1, b"body"));
+        let Ok(Scan::Frame { frame, len }) = decode_in_place(&bytes, 0, false) else { panic!("no frame") };
+        let publish = PublishRef { exchange: "", routing_key: "key", mandatory: false, immediate: true };
+        assert_eq!(frame, FrameRef::Method { channel: 1, method: MethodRef::Publish(publish) });
+        assert_eq!(MethodRef::Publish(publish).ids(), (60, 40));
+        let Ok(Scan::Frame { frame, len: body_len }) = decode_in_place(&bytes[len..], 0, false) else { panic!() };
+        assert_eq!(frame, FrameRef::Body { channel: 1, payload: b"body" });
+        assert_eq!(len + body_len, bytes.len());
+        assert_eq!(decode_in_place(&bytes[..len - 1], 0, false), Ok(Scan::Partial { total: len }));
+        assert_eq!(decode_in_place(&bytes[..3], 0, false), Ok(Scan::Partial { total: 0 }));
+    }
+
+    #[test]
+    fn in_place_hot_path_headers_are_plain() {
+        for (props, mode) in [(&[0u8, 0][..], None), (&[0x10, 0, 2], Some(2)), (&[0x10, 0, 1], Some(1))] {
+            let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0];
+            payload.extend_from_slice(props);
+            let bytes = frame_bytes(2, 1, &payload);
+            let Ok(Scan::Frame { frame: FrameRef::Header { properties, body_size: 1024, .. }, .. }) =
+                decode_in_place(&bytes, 0, false)
+            else {
+                panic!("header did not decode");
+            };
+            assert_eq!(properties, ContentProperties::Plain(props));
+            assert_eq!(properties.to_properties(), Properties { delivery_mode: mode, ..Properties::default() });
+        }
+    }
+
+    #[test]
+    fn in_place_protocol_header() {
+        assert_eq!(decode_in_place(b"AMQP", 0, true), Ok(Scan::Partial { total: 8 }));
+        assert_eq!(
+            decode_in_place(b"AMQP\x00\x00\x09\x01rest", 0, true),
+            Ok(Scan::Frame { frame: FrameRef::ProtocolHeader, len: 8 })
+        );
+        assert_eq!(
+            decode_in_place(b"AMQP\x01\x01\x00\x0a", 0, true),
+            Err(DecodeError::BadProtocolHeader { received: *b"AMQP\x01\x01\x00\x0a" })
+        );
     }
 }
