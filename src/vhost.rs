@@ -117,12 +117,14 @@ pub struct PublishOutcome {
 }
 
 /// What one publishing session remembers between publishes (see [`VHost::publish_cached`]):
-/// the exchange its user was last allowed to write to, and the queue the default exchange
-/// last routed to. A session's user is fixed and immutable, so a granted permission stays
-/// granted; the queue is reused only while it is not deleted and has the routing key's name.
+/// the exchange it last published to and whether its user may write to it, the queue the
+/// default exchange last routed to, and the last route of a direct, topic or fanout exchange.
+/// A session's user is fixed and immutable, so a granted permission stays granted; the rest
+/// is reused only while it is still what a lookup would find (see [`RouteMemo`]).
 #[derive(Debug, Default)]
 pub struct PublishCache {
-    write_checked: Option<String>,
+    /// The session may write to `exchange` (checked once per exchange).
+    write_checked: bool,
     queue: Option<Arc<Queue>>,
     exchange: Option<Arc<Exchange>>,
     route: Option<RouteMemo>,
@@ -145,7 +147,7 @@ impl RouteMemo {
     fn answers(&self, ex: &Arc<Exchange>, routing_key: &str) -> bool {
         Arc::ptr_eq(&self.exchange, ex)
             && self.generation == ex.generation()
-            && self.routing_key == routing_key
+            && same_name(&self.routing_key, routing_key)
             && self.queues.iter().all(|q| !q.is_deleted())
     }
 }
@@ -722,7 +724,7 @@ impl VHost {
         opts: PublishOptions,
         ctx: &ClientContext,
     ) -> CoreResult<PublishOutcome> {
-        self.publish_inner(message, opts, ctx, &mut PublishCache::default())
+        self.publish_inner(Arc::new(message), opts, ctx, &mut PublishCache::default())
     }
 
     /// [`VHost::publish`] for a session that publishes repeatedly: `cache` (kept by the
@@ -734,21 +736,33 @@ impl VHost {
         ctx: &ClientContext,
         cache: &mut PublishCache,
     ) -> CoreResult<PublishOutcome> {
+        self.publish_inner(Arc::new(message), PublishOptions::default(), ctx, cache)
+    }
+
+    /// [`VHost::publish_cached`] for a message the caller already put in an `Arc` (not
+    /// shared yet): the message is not moved again on its way into the queues.
+    pub fn publish_shared(
+        &self,
+        message: Arc<Message>,
+        ctx: &ClientContext,
+        cache: &mut PublishCache,
+    ) -> CoreResult<PublishOutcome> {
         self.publish_inner(message, PublishOptions::default(), ctx, cache)
     }
 
     fn publish_inner(
         &self,
-        mut message: Message,
+        mut message: Arc<Message>,
         opts: PublishOptions,
         ctx: &ClientContext,
         cache: &mut PublishCache,
     ) -> CoreResult<PublishOutcome> {
-        let ex = match cache.exchange.as_ref().filter(|e| e.name == message.exchange && !e.is_retired()) {
+        let ex = match cache.exchange.as_ref().filter(|e| same_name(&e.name, &message.exchange) && !e.is_retired()) {
             Some(e) => Arc::clone(e),
             None => {
                 let e = self.existing_exchange(&message.exchange)?;
                 cache.exchange = Some(Arc::clone(&e));
+                cache.write_checked = false;
                 e
             }
         };
@@ -758,9 +772,9 @@ impl VHost {
                 ex.name, self.name
             )));
         }
-        if cache.write_checked.as_deref() != Some(ex.name.as_str()) {
+        if !cache.write_checked {
             self.check(ctx, ResourceKind::Exchange, &ex.name, Access::Write)?;
-            cache.write_checked = Some(ex.name.clone());
+            cache.write_checked = true;
         }
         if let Some(uid) = &message.properties.user_id
             && *uid != ctx.user.name
@@ -776,7 +790,12 @@ impl VHost {
             return Err(CoreError::precondition(format!("invalid expiration '{exp}': {why}")));
         }
         let mut extra_keys = Vec::new();
-        if let Some(h) = message.properties.headers.as_mut() {
+        if let Some(h) = message.properties.headers.as_ref()
+            && (h.contains_key("CC") || h.contains_key("BCC"))
+        {
+            // Only here is the message changed (BCC is taken out); a message not shared yet,
+            // as every caller's is, is not copied for it.
+            let h = Arc::make_mut(&mut message).properties.headers.get_or_insert_with(FieldTable::new);
             for name in ["CC", "BCC"] {
                 if let Some(v) = h.get(name)
                     && !matches!(v, FieldValue::Array(_))
@@ -798,7 +817,7 @@ impl VHost {
             // The default exchange with one routing key names exactly one queue and has no
             // alternate: no key list, no target list, and the queue of the last publish is
             // reused while it is the one of that name.
-            let cached = cache.queue.as_ref().filter(|q| q.name() == message.routing_key && !q.is_deleted());
+            let cached = cache.queue.as_ref().filter(|q| same_name(q.name(), &message.routing_key) && !q.is_deleted());
             let q = match cached {
                 Some(q) => Arc::clone(q),
                 None => match self.queue(&message.routing_key) {
@@ -846,12 +865,12 @@ impl VHost {
     /// Charge `message` to the memory monitor and put it into every target queue.
     fn enqueue_all<'a>(
         &self,
-        mut message: Message,
+        mut message: Arc<Message>,
         targets: impl IntoIterator<Item = (&'a Arc<Queue>, Option<&'a Arc<Message>>)>,
         opts: PublishOptions,
     ) -> CoreResult<PublishOutcome> {
-        message.charge = Some(self.memory.charge(message.memory_size() as u64));
-        let message = Arc::new(message);
+        let charge = self.memory.charge(message.memory_size() as u64);
+        Arc::make_mut(&mut message).charge = Some(charge);
         let mut outcome = PublishOutcome { routed: true, rejected: false, lsn: None };
         let mut encoded = None;
         for (q, own) in targets {
@@ -1377,6 +1396,12 @@ fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
     (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// `a == b` for the short names the publish path compares on every message, without a
+/// `memcmp` call for the common empty (default exchange) or differently sized names.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// A server-generated queue name in RabbitMQ's format.

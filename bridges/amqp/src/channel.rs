@@ -72,7 +72,7 @@ enum SettleOp {
 
 #[derive(Default)]
 struct TxState {
-    publishes: Vec<(Message, bool)>,
+    publishes: Vec<(Arc<Message>, bool)>,
     settles: Vec<(u64, bool, SettleOp)>,
 }
 
@@ -548,7 +548,8 @@ impl Channel {
                 }
             }
         }
-        let msg = Message::new(p.exchange, p.routing_key, props, body);
+        // Into its `Arc` at once: the core keeps it there, so it is not moved again.
+        let msg = Arc::new(Message::new(p.exchange, p.routing_key, props, body));
         if let Some(txs) = self.tx.as_mut() {
             // Publishing to a missing exchange fails at publish time even in a transaction.
             if st.vhost.exchange(&msg.exchange).is_none() {
@@ -565,7 +566,7 @@ impl Channel {
     }
 
     /// Publish and handle return/confirm; returns the LSN the message must reach to be durable.
-    fn route(&mut self, msg: Message, mandatory: bool, st: &mut ConnState) -> Result<Option<Lsn>, AmqpError> {
+    fn route(&mut self, msg: Arc<Message>, mandatory: bool, st: &mut ConnState) -> Result<Option<Lsn>, AmqpError> {
         let seq = self.confirms.as_mut().map(|c| {
             let s = c.next_seq;
             c.next_seq += 1;
@@ -573,7 +574,7 @@ impl Channel {
         });
         let returned = mandatory
             .then(|| (msg.exchange.clone(), msg.routing_key.clone(), msg.properties.clone(), msg.body.clone()));
-        let outcome = st.vhost.publish_cached(msg, &st.ctx, &mut self.publish_cache)?;
+        let outcome = st.vhost.publish_shared(msg, &st.ctx, &mut self.publish_cache)?;
         if let Some((exchange, routing_key, props, body)) = returned
             && !outcome.routed
         {
