@@ -66,7 +66,7 @@ struct Conn {
     connection_blocked_cap: bool,
     consumer_cancel_notify: bool,
     state: Option<ConnState>,
-    channels: FxHashMap<u16, Channel>,
+    channels: Channels,
     events_tx: mpsc::UnboundedSender<ConsumerEvent>,
     published: bool,
     blocked_sent: bool,
@@ -99,7 +99,7 @@ pub async fn serve_connection<S>(
         connection_blocked_cap: false,
         consumer_cancel_notify: false,
         state: None,
-        channels: FxHashMap::default(),
+        channels: Channels::default(),
         events_tx,
         published: false,
         blocked_sent: false,
@@ -240,7 +240,12 @@ impl Conn {
             match codec::decode_in_place(&buf[done..], frame_max, self.phase == Phase::Header) {
                 Ok(Scan::Frame { frame, len }) => {
                     done += len;
-                    if let Err(e) = self.handle_frame(frame, events) {
+                    let handled = if self.phase == Phase::Running {
+                        self.running_frame(frame, events)
+                    } else {
+                        self.handle_frame(frame, events)
+                    };
+                    if let Err(e) = handled {
                         self.fail(e);
                     }
                 }
@@ -707,11 +712,62 @@ impl Conn {
 
     fn cleanup(&mut self) {
         if let Some(st) = self.state.as_mut() {
-            for (_, mut ch) in self.channels.drain() {
+            for mut ch in self.channels.drain() {
                 ch.release(st);
             }
         }
         self.broker.connection_closed(self.id);
+    }
+}
+
+/// A connection's open channels, indexed by channel id: the lookup each frame needs is an
+/// index, not a hash. Boxed, so a table reaching a high id costs 8 bytes per id below it
+/// (ids above the negotiated channel_max are refused before they get here).
+#[derive(Default)]
+struct Channels {
+    slots: Vec<Option<Box<Channel>>>,
+}
+
+impl Channels {
+    fn get(&self, id: &u16) -> Option<&Channel> {
+        self.slots.get(usize::from(*id))?.as_deref()
+    }
+
+    fn get_mut(&mut self, id: &u16) -> Option<&mut Channel> {
+        self.slots.get_mut(usize::from(*id))?.as_deref_mut()
+    }
+
+    fn contains_key(&self, id: &u16) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn insert(&mut self, id: u16, channel: Channel) {
+        let at = usize::from(id);
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(at) {
+            *slot = Some(Box::new(channel));
+        }
+    }
+
+    fn remove(&mut self, id: &u16) -> Option<Channel> {
+        let channel = self.slots.get_mut(usize::from(*id))?.take();
+        // Keep the table as short as the highest open channel (it is walked every turn).
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+        channel.map(|c| *c)
+    }
+
+    /// The open channels, in id order.
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
+        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
+    }
+
+    /// Removes and yields every open channel.
+    fn drain(&mut self) -> impl Iterator<Item = Channel> {
+        self.slots.drain(..).flatten().map(|c| *c)
     }
 }
 

@@ -441,6 +441,9 @@ pub enum Scan<'a> {
 /// and the same errors, in the same order, as [`decode`], with the differences of
 /// [`FrameRef`] (a `basic.publish` and the body borrow `buf`, properties are left as
 /// validated bytes when they have no headers table).
+// Inlined into the connection's frame loop: the frame is then built where it is matched,
+// not written out and read back.
+#[inline]
 pub fn decode_in_place(buf: &[u8], frame_max: u32, expect_protocol_header: bool) -> Result<Scan<'_>, DecodeError> {
     if expect_protocol_header {
         let Some(head) = buf.first_chunk::<8>() else {
