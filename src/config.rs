@@ -61,7 +61,7 @@ impl Default for CoreConfig {
             max_message_size: 128 * 1024 * 1024,
             sync: SyncMode::Always,
             sync_batch_ms: 10,
-            queue_resident_bytes: 8 * 1024 * 1024,
+            queue_resident_bytes: 64 * 1024 * 1024,
             disk_free_limit: 50_000_000,
         }
     }
