@@ -162,7 +162,13 @@ impl Channel {
                 });
                 return Ok(());
             }
-            MethodRef::Amqp(method) => method,
+            // The same as `dispatch` of the `AMQPClass` ack, without building one.
+            MethodRef::Ack { delivery_tag, multiple } => {
+                return self
+                    .settle(delivery_tag, multiple, SettleOp::Ack, st)
+                    .map_err(|e| if e.class_id == 0 { e.on(60, 80) } else { e });
+            }
+            MethodRef::Amqp(method) => *method,
         };
         let (class_id, method_id) = ids(&method);
         self.dispatch(method, st).map_err(|e| if e.class_id == 0 { e.on(class_id, method_id) } else { e })

@@ -306,48 +306,41 @@ impl Conn {
     }
 
     fn handle_frame(&mut self, frame: FrameRef<'_>, events: &mut Events) -> Result<(), AmqpError> {
+        if self.phase == Phase::Running {
+            return self.running_frame(frame, events);
+        }
+        // Outside the running phase only connection methods (and heartbeats) mean anything.
+        let heartbeat = frame == FrameRef::Heartbeat;
+        let method = match frame {
+            FrameRef::Method { channel: 0, method } => Some(method.into_amqp()),
+            _ => None,
+        };
         match self.phase {
             Phase::Header => {
                 self.send_start();
                 self.phase = Phase::StartOk;
                 Ok(())
             }
-            Phase::StartOk => match frame {
-                FrameRef::Method {
-                    channel: 0,
-                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::StartOk(s))),
-                } => self.start_ok(s),
+            Phase::StartOk => match method {
+                Some(AMQPClass::Connection(connection::AMQPMethod::StartOk(s))) => self.start_ok(s),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.start-ok")),
             },
-            Phase::TuneOk => match frame {
-                FrameRef::Method {
-                    channel: 0,
-                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::TuneOk(t))),
-                } => self.tune_ok(t),
-                FrameRef::Heartbeat => Ok(()),
+            Phase::TuneOk => match method {
+                Some(AMQPClass::Connection(connection::AMQPMethod::TuneOk(t))) => self.tune_ok(t),
+                _ if heartbeat => Ok(()),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.tune-ok")),
             },
-            Phase::Open => match frame {
-                FrameRef::Method {
-                    channel: 0,
-                    method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::Open(o))),
-                } => self.open(o),
-                FrameRef::Heartbeat => Ok(()),
+            Phase::Open => match method {
+                Some(AMQPClass::Connection(connection::AMQPMethod::Open(o))) => self.open(o),
+                _ if heartbeat => Ok(()),
                 _ => Err(AmqpError::connection(code::COMMAND_INVALID, "expected connection.open")),
             },
-            Phase::Running => self.running_frame(frame, events),
             Phase::Closing => {
-                match frame {
-                    FrameRef::Method {
-                        channel: 0,
-                        method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))),
-                    } => {
+                match method {
+                    Some(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
                         self.phase = Phase::Done;
                     }
-                    FrameRef::Method {
-                        channel: 0,
-                        method: MethodRef::Amqp(AMQPClass::Connection(connection::AMQPMethod::Close(_))),
-                    } => {
+                    Some(AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
                         self.out
                             .method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                         self.phase = Phase::Done;
@@ -356,7 +349,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            Phase::Done => Ok(()),
+            Phase::Running | Phase::Done => Ok(()),
         }
     }
 
@@ -530,7 +523,7 @@ impl Conn {
     fn channel_method(&mut self, id: u16, method: MethodRef<'_>, events: &mut Events) -> Result<(), AmqpError> {
         let (class_id, method_id) = method.ids();
         match method {
-            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+            MethodRef::Amqp(ref m) if matches!(**m, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
                 if self.channels.contains_key(&id) {
                     return Err(AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")
                         .on(class_id, method_id));
@@ -546,7 +539,7 @@ impl Conn {
                 self.out.method(id, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
                 Ok(())
             }
-            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+            MethodRef::Amqp(ref m) if matches!(**m, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
                 self.drain_events(events);
                 if let (Some(mut ch), Some(st)) = (self.channels.remove(&id), self.state.as_mut()) {
                     ch.flush_confirms(st);
@@ -556,7 +549,7 @@ impl Conn {
                 self.out.method(id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 Ok(())
             }
-            MethodRef::Amqp(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+            MethodRef::Amqp(ref m) if matches!(**m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
                 if self.channels.get(&id).is_some_and(|c| c.closing) {
                     self.channels.remove(&id);
                 }
@@ -578,7 +571,8 @@ impl Conn {
                     )
                     .on(class_id, method_id));
                 }
-                if matches!(method, MethodRef::Amqp(AMQPClass::Basic(basic::AMQPMethod::Cancel(_)))) {
+                if matches!(&method, MethodRef::Amqp(m) if matches!(**m, AMQPClass::Basic(basic::AMQPMethod::Cancel(_))))
+                {
                     // Deliveries already queued for the consumer go out before cancel-ok.
                     self.drain_events(events);
                 }

@@ -144,6 +144,13 @@ fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(text).ok()?, rest))
 }
 
+/// Decodes a method frame's `payload` if it is a well-formed `basic.ack`: its delivery tag
+/// and `multiple` bit; `None` for anything else.
+pub(super) fn ack_ref(payload: &[u8]) -> Option<(u64, bool)> {
+    let [0, 60, 0, 80, t0, t1, t2, t3, t4, t5, t6, t7, bits] = *payload else { return None };
+    Some((u64::from_be_bytes([t0, t1, t2, t3, t4, t5, t6, t7]), bits & 1 != 0))
+}
+
 /// `delivery-tag` (longlong), bit `multiple`.
 fn ack(args: &[u8]) -> Option<AMQPClass> {
     let [t0, t1, t2, t3, t4, t5, t6, t7, bits] = args else { return None };

@@ -316,13 +316,22 @@ fn frame_head(buf: &[u8], frame_max: u32) -> Result<Head, DecodeError> {
     Ok(Head::Whole { frame_type, channel, size })
 }
 
-/// A method as [`decode_in_place`] returns it.
+/// A method as [`decode_in_place`] returns it: the two every message passes through
+/// without amq-protocol's types, everything else boxed, so a frame stays small to move.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MethodRef<'a> {
-    /// `basic.publish`, borrowed from the buffer (the hot path).
+    /// `basic.publish`, borrowed from the buffer (the publisher's hot path).
     Publish(PublishRef<'a>),
-    /// Any other method (and a publish the fast decoder declined but the parser accepted).
-    Amqp(AMQPClass),
+    /// `basic.ack` (the manual-ack consumer's hot path).
+    Ack {
+        /// The delivery tag.
+        delivery_tag: u64,
+        /// The `multiple` bit.
+        multiple: bool,
+    },
+    /// Any other method (and a publish or ack the fast decoders declined but the parser
+    /// accepted).
+    Amqp(Box<AMQPClass>),
 }
 
 impl MethodRef<'_> {
@@ -330,6 +339,7 @@ impl MethodRef<'_> {
     pub fn ids(&self) -> (u16, u16) {
         match self {
             MethodRef::Publish(_) => (60, 40),
+            MethodRef::Ack { .. } => (60, 80),
             MethodRef::Amqp(m) => class_method_ids(m),
         }
     }
@@ -338,7 +348,13 @@ impl MethodRef<'_> {
     pub fn into_amqp(self) -> AMQPClass {
         match self {
             MethodRef::Publish(p) => p.to_amqp(),
-            MethodRef::Amqp(m) => m,
+            MethodRef::Ack { delivery_tag, multiple } => {
+                AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Ack(amq_protocol::protocol::basic::Ack {
+                    delivery_tag,
+                    multiple,
+                }))
+            }
+            MethodRef::Amqp(m) => *m,
         }
     }
 }
@@ -463,9 +479,16 @@ pub fn decode_in_place(buf: &[u8], frame_max: u32, expect_protocol_header: bool)
     let frame = match frame_type {
         FRAME_BODY => FrameRef::Body { channel, payload },
         FRAME_METHOD => {
-            let method = match fast::publish_ref(payload) {
-                Some(p) => MethodRef::Publish(p),
-                None => MethodRef::Amqp(decode_method(payload)?),
+            let fast = match payload {
+                [0, 60, 0, 40, ..] => fast::publish_ref(payload).map(MethodRef::Publish),
+                [0, 60, 0, 80, ..] => {
+                    fast::ack_ref(payload).map(|(delivery_tag, multiple)| MethodRef::Ack { delivery_tag, multiple })
+                }
+                _ => None,
+            };
+            let method = match fast {
+                Some(method) => method,
+                None => MethodRef::Amqp(Box::new(decode_method(payload)?)),
             };
             FrameRef::Method { channel, method }
         }
@@ -1787,6 +1810,26 @@ mod tests {
         assert_eq!(len + body_len, bytes.len());
         assert_eq!(decode_in_place(&bytes[..len - 1], 0, false), Ok(Scan::Partial { total: len }));
         assert_eq!(decode_in_place(&bytes[..3], 0, false), Ok(Scan::Partial { total: 0 }));
+    }
+
+    #[test]
+    fn in_place_ack_is_not_an_amqp_class() {
+        let mut payload = vec![0, 60, 0, 80];
+        payload.extend_from_slice(&u64::MAX.to_be_bytes());
+        payload.push(1);
+        let bytes = frame_bytes(1, 2, &payload);
+        let ack = MethodRef::Ack { delivery_tag: u64::MAX, multiple: true };
+        assert_eq!(
+            decode_in_place(&bytes, 0, false),
+            Ok(Scan::Frame { frame: FrameRef::Method { channel: 2, method: ack.clone() }, len: bytes.len() })
+        );
+        assert_eq!(ack.ids(), (60, 80));
+        assert_eq!(Frame::Method { channel: 2, method: ack.into_amqp() }, decode_one(&bytes).unwrap().unwrap());
+        // One byte short or long: the parser's verdict.
+        payload.pop();
+        assert_in_place_agrees(&frame_bytes(1, 2, &payload), 0, false);
+        payload.extend_from_slice(&[1, 1]);
+        assert_in_place_agrees(&frame_bytes(1, 2, &payload), 0, false);
     }
 
     #[test]
