@@ -29,7 +29,7 @@ use switchyard::queue::state::{ConsumerId, Delivery, LeaseId, MessageFilter};
 use switchyard::queue::{ConnectionId, ConsumerEvent, ConsumerSink, Queue};
 use switchyard::store::Lsn;
 use switchyard::time::now_ms;
-use switchyard::vhost::{ConsumeSpec, Outcome, QueueSpec};
+use switchyard::vhost::{ConsumeSpec, Outcome, PublishCache, QueueSpec};
 use switchyard::{BrokerHandle, ClientContext, VHost};
 
 use crate::codec::{Command, Frame, Version, encode};
@@ -118,6 +118,8 @@ struct Open {
     /// is still the one declared instead of declaring again. At most
     /// [`DECLARED_CACHE_MAX`] entries.
     declared: HashMap<String, Arc<Queue>>,
+    /// Saves the permission check and the route of repeated SENDs to one destination.
+    publish_cache: PublishCache,
 }
 
 /// Most entries in [`Open::declared`]; the cache starts over when full.
@@ -354,6 +356,7 @@ impl Session {
             transactions: HashMap::new(),
             temp_queues: HashMap::new(),
             declared: HashMap::new(),
+            publish_cache: PublishCache::default(),
         });
         let connected = Frame::new(Command::Connected)
             .with("server", format!("Switchyard/{}", env!("CARGO_PKG_VERSION")))
@@ -411,7 +414,7 @@ impl Session {
                 actions.push(TxAction::Send(Box::new(msg)));
                 Ok(None)
             }
-            None => Ok(open.vhost.publish(msg, &open.ctx)?.lsn),
+            None => Ok(open.vhost.publish_cached(msg, &open.ctx, &mut open.publish_cache)?.lsn),
         }
     }
 
@@ -737,7 +740,7 @@ impl Session {
         for action in actions {
             match action {
                 TxAction::Send(msg) => {
-                    lsn = lsn.max(open.vhost.publish(*msg, &open.ctx)?.lsn);
+                    lsn = lsn.max(open.vhost.publish_cached(*msg, &open.ctx, &mut open.publish_cache)?.lsn);
                 }
                 // A message settled outside the transaction since is skipped.
                 TxAction::Settle { tag, nack, requeue } => open.settle(tag, nack, requeue),
