@@ -714,21 +714,32 @@ impl Conn {
     }
 }
 
-/// A connection's open channels, indexed by channel id: the lookup each frame needs is an
-/// index, not a hash. Boxed, so a table reaching a high id costs 8 bytes per id below it
-/// (ids above the negotiated channel_max are refused before they get here).
+/// Channel ids below this are table slots; the rest (rare: clients number channels from 1)
+/// go to a map, so a client opening channel 65535 does not make the table 512 KiB.
+const DIRECT_CHANNELS: usize = 256;
+
+/// A connection's open channels: a lookup per frame is an index for ids below
+/// [`DIRECT_CHANNELS`], not a hash. Slots are boxed, so the table costs 8 bytes per id up to
+/// the highest open one (at most 2 KiB).
 #[derive(Default)]
 struct Channels {
     slots: Vec<Option<Box<Channel>>>,
+    high: FxHashMap<u16, Channel>,
 }
 
 impl Channels {
     fn get(&self, id: &u16) -> Option<&Channel> {
-        self.slots.get(usize::from(*id))?.as_deref()
+        match self.slots.get(usize::from(*id)) {
+            Some(slot) => slot.as_deref(),
+            None => self.high.get(id),
+        }
     }
 
     fn get_mut(&mut self, id: &u16) -> Option<&mut Channel> {
-        self.slots.get_mut(usize::from(*id))?.as_deref_mut()
+        match self.slots.get_mut(usize::from(*id)) {
+            Some(slot) => slot.as_deref_mut(),
+            None => self.high.get_mut(id),
+        }
     }
 
     fn contains_key(&self, id: &u16) -> bool {
@@ -737,6 +748,10 @@ impl Channels {
 
     fn insert(&mut self, id: u16, channel: Channel) {
         let at = usize::from(id);
+        if at >= DIRECT_CHANNELS {
+            self.high.insert(id, channel);
+            return;
+        }
         if self.slots.len() <= at {
             self.slots.resize_with(at + 1, || None);
         }
@@ -746,7 +761,10 @@ impl Channels {
     }
 
     fn remove(&mut self, id: &u16) -> Option<Channel> {
-        let channel = self.slots.get_mut(usize::from(*id))?.take();
+        let Some(slot) = self.slots.get_mut(usize::from(*id)) else {
+            return self.high.remove(id);
+        };
+        let channel = slot.take();
         // Keep the table as short as the highest open channel (it is walked every turn).
         while self.slots.last().is_some_and(Option::is_none) {
             self.slots.pop();
@@ -754,14 +772,14 @@ impl Channels {
         channel.map(|c| *c)
     }
 
-    /// The open channels, in id order.
+    /// The open channels: the table's in id order, then the rest.
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
-        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
+        self.slots.iter_mut().filter_map(|s| s.as_deref_mut()).chain(self.high.values_mut())
     }
 
     /// Removes and yields every open channel.
     fn drain(&mut self) -> impl Iterator<Item = Channel> {
-        self.slots.drain(..).flatten().map(|c| *c)
+        self.slots.drain(..).flatten().map(|c| *c).chain(self.high.drain().map(|(_, c)| c))
     }
 }
 
@@ -802,6 +820,28 @@ fn append_out(dst: &mut BytesMut, src: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_table_holds_low_and_high_ids() {
+        let mut t = Channels::default();
+        for id in [1, 3, 255, 256, 65535] {
+            assert!(!t.contains_key(&id));
+            t.insert(id, Channel::new(id));
+            assert!(t.contains_key(&id));
+        }
+        assert_eq!(t.slots.len(), 256);
+        assert_eq!(t.high.len(), 2);
+        assert!(t.get(&2).is_none() && t.get_mut(&4).is_none() && t.get(&1000).is_none());
+        assert_eq!(t.values_mut().count(), 5);
+        assert!(t.remove(&255).is_some());
+        assert!(t.remove(&255).is_none());
+        // The table shrinks to the highest open slot.
+        assert_eq!(t.slots.len(), 4);
+        assert!(t.remove(&65535).is_some());
+        assert!(t.remove(&7).is_none());
+        assert_eq!(t.drain().count(), 3);
+        assert_eq!(t.values_mut().count(), 0);
+    }
 
     #[test]
     fn plain_response_parses() {

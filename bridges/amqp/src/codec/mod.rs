@@ -384,6 +384,9 @@ impl ContentProperties<'_> {
     /// connection decodes into the pending publish's slot rather than moving a value there.
     pub fn fill(&self, out: &mut Properties) {
         match self {
+            // The publishers' usual shapes: no properties, or only a delivery mode.
+            ContentProperties::Plain([0, 0]) => {}
+            ContentProperties::Plain([0x10, 0, mode]) => out.delivery_mode = Some(*mode),
             ContentProperties::Plain(bytes) => {
                 if convert::fill_from_plain(bytes, out).is_none() {
                     // Not reached: `Plain` holds only lists the fast walker accepted. Should
