@@ -46,9 +46,9 @@ pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
 }
 
 /// Core properties straight from a content header's property list (flags and values),
-/// without amq-protocol's `BasicProperties` in between, when
-/// [`super::fast::walk_plain_properties`] understands the list (no headers table);
-/// `None` otherwise. The same value as [`properties_from_amqp`] of amq-protocol's parse
+/// without amq-protocol's `BasicProperties` in between, when the hand decoder
+/// understands the list (no headers table, every value complete and valid, nothing after
+/// the last); `None` otherwise. The same value as [`properties_from_amqp`] of amq-protocol's parse
 /// (property-tested).
 pub fn properties_from_plain(props: &[u8]) -> Option<Properties> {
     let mut out = Properties::default();

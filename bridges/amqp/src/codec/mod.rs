@@ -17,6 +17,14 @@
 //! Body frames (type 3) are cut out of the read buffer by hand as
 //! [`Bytes`] — amq-protocol would copy them into a `Vec<u8>`.
 //!
+//! The connection decodes with [`decode_in_place`], which borrows the read
+//! buffer instead of consuming it: `basic.publish` and `basic.ack` are decoded
+//! by hand without amq-protocol's types, bodies are slices, and a content
+//! header's property list without a headers table is checked by hand and
+//! turned into the core's [`Properties`] directly (the one place outside
+//! [`convert`] that names a core type). [`decode`] stays the owning reference
+//! form; property tests check the two agree, errors included.
+//!
 //! # Invariants worth naming
 //!
 //! - [`decode`] never panics, whatever the input, and consumes bytes only
@@ -1728,7 +1736,11 @@ mod tests {
         /// Whatever bytes follow the flags, the plain walker either declines or agrees with
         /// amq-protocol's parser (value, and no bytes left over).
         #[test]
-        fn plain_walker_never_disagrees_with_the_parser(flags in any::<u16>(), rest in vec(any::<u8>(), 0..40)) {
+        fn plain_walker_never_disagrees_with_the_parser(
+            // Half the cases sparse and without headers, so that some lists are accepted.
+            flags in prop_oneof![any::<u16>(), (any::<u16>(), any::<u16>()).prop_map(|(a, b)| a & b & !(1 << 13))],
+            rest in vec(any::<u8>(), 0..40),
+        ) {
             let mut props = flags.to_be_bytes().to_vec();
             props.extend_from_slice(&rest);
             if let Some(fast) = convert::properties_from_plain(&props) {
