@@ -29,6 +29,11 @@ use crate::outbound::Outbound;
 
 /// Below this much free room, the read buffer moves its partial frame to the front (or grows).
 const READ_ROOM_MIN: usize = 16 * 1024;
+/// The room a busy publisher's reads grow to: each read that fills the buffer doubles the
+/// room kept free, up to this. Fewer, larger reads mean fewer wake-ups of this task and of
+/// the consumers it feeds (a 1 → 1 transient run went from ~650k to ~800k msg/s going from
+/// 64 KiB to 512 KiB reads); an idle connection keeps the small buffer.
+const READ_ROOM_MAX: usize = 512 * 1024;
 /// Most consumer events handled per loop turn, so reads are not starved.
 const EVENTS_PER_TURN: usize = 512;
 /// How long we wait for `connection.close-ok` after sending `connection.close`.
@@ -125,6 +130,7 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut read_room = READ_ROOM_MIN;
         let mut blocked = self.broker.memory().subscribe();
         let mut synced = self.broker.message_log().synced();
         let handshake_deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout.max(1));
@@ -145,9 +151,10 @@ impl Conn {
             }
             // Likewise keep room to read a large batch: a read into the last few bytes of the
             // buffer would take only part of what the socket holds.
-            if buf.capacity() - buf.len() < READ_ROOM_MIN {
-                buf.reserve(READ_ROOM_MIN);
+            if buf.capacity() - buf.len() < read_room {
+                buf.reserve(read_room);
             }
+            let room_before_read = buf.capacity() - buf.len();
             if self.phase == Phase::Done {
                 stream.flush().await?;
                 return Ok(());
@@ -164,8 +171,12 @@ impl Conn {
                     self.start_close(AmqpError::connection(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"));
                 }
                 read = stream.read_buf(&mut buf), if !paused => {
-                    if read? == 0 {
+                    let read = read?;
+                    if read == 0 {
                         return Ok(());
+                    }
+                    if read >= room_before_read && read_room < READ_ROOM_MAX {
+                        read_room = (read_room * 2).min(READ_ROOM_MAX);
                     }
                     last_read = Instant::now();
                     let published = self.published;
