@@ -32,6 +32,9 @@ const IDLE_BUFFER: usize = 16 * 1024;
 /// Room made in the read buffer before each read, so a busy publisher's packets arrive in a
 /// few large reads rather than many small ones (each read is a syscall).
 const READ_CHUNK: usize = 16 * 1024;
+/// The room a busy publisher's reads grow to: a read that fills the room doubles it, up to
+/// this, so a fast publisher's turn handles hundreds of packets and wakes its subscribers once.
+const READ_CHUNK_MAX: usize = 512 * 1024;
 /// A read smaller than this that leaves nothing buffered marks the connection as quiet: its
 /// read buffer is given back, and the next read gets only [`QUIET_CHUNK`] of room, so idle
 /// connections hold almost no buffer while they wait.
@@ -255,15 +258,22 @@ where
     let mut last_read = Instant::now();
     let mut published = false;
     let mut busy = false;
+    let mut read_room = READ_CHUNK;
     loop {
         if !session.out.is_empty() {
+            // A connection that writes more than a quiet one keeps its write buffer.
+            let busy_writer = session.out.len() > IDLE_BUFFER / 4;
             if let Err(e) = stream.write_all_buf(&mut session.out).await {
                 tracing::debug!(error = %e, "mqtt write failed");
                 return Exit::Closed(CloseReason::PeerGone);
             }
             session.report_written();
-            if session.out.capacity() > IDLE_BUFFER {
+            if session.out.capacity() > IDLE_BUFFER && !busy_writer {
                 session.out = BytesMut::new();
+            } else {
+                // Start the next turn's packets at the front of the same allocation instead
+                // of growing a new buffer (and copying it) every turn.
+                let _ = session.out.try_reclaim(session.out.capacity() + 1);
             }
         }
         if let Some(rx) = session.new_events.take() {
@@ -275,12 +285,18 @@ where
             biased;
             _ = shutdown.cancelled() => return Exit::Closed(CloseReason::Shutdown),
             _ = kick.cancelled() => return Exit::Closed(CloseReason::TakenOver),
-            read = read_some(stream, buf, busy), if !paused => {
+            read = read_some(stream, buf, if busy { read_room } else { QUIET_CHUNK }) , if !paused => {
                 let read = match read {
                     Ok(0) | Err(_) => return Exit::Closed(CloseReason::PeerGone),
                     Ok(n) => n,
                 };
+                if busy && read >= read_room {
+                    read_room = (read_room * 2).min(READ_CHUNK_MAX);
+                }
                 busy = read >= QUIET_CHUNK;
+                if !busy {
+                    read_room = READ_CHUNK;
+                }
                 last_read = Instant::now();
                 loop {
                     match codec::decode(buf, Some(session.protocol), max) {
@@ -346,10 +362,9 @@ where
     }
 }
 
-/// Reads once into `buf`, first making room: [`READ_CHUNK`] bytes for a busy connection,
-/// [`QUIET_CHUNK`] for a quiet one.
-async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, busy: bool) -> std::io::Result<usize> {
-    let room = if busy { READ_CHUNK } else { QUIET_CHUNK };
+/// Reads once into `buf`, first making `room` bytes of room: [`READ_CHUNK`] up to
+/// [`READ_CHUNK_MAX`] for a busy connection, [`QUIET_CHUNK`] for a quiet one.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, room: usize) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < room {
         buf.reserve(room);
     }
