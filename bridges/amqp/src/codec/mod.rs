@@ -842,6 +842,14 @@ mod tests {
         out.to_vec()
     }
 
+    /// Overwrites `bytes` at the given positions (taken modulo its length) with the values.
+    fn overwrite(bytes: &mut [u8], flips: &[(usize, u8)]) {
+        for &(at, value) in flips {
+            let at = at % bytes.len();
+            bytes[at] = value;
+        }
+    }
+
     /// Decodes every frame in `bytes`; errors if bytes are left over.
     fn decode_all(bytes: &[u8], frame_max: u32) -> Result<Vec<Frame>, DecodeError> {
         let mut buf = BytesMut::from(bytes);
@@ -1580,10 +1588,7 @@ mod tests {
             flips in vec((any::<usize>(), any::<u8>()), 1..4),
         ) {
             let mut bytes = encoded(&frame);
-            for (at, value) in flips {
-                let at = at % bytes.len();
-                bytes[at] = value;
-            }
+            overwrite(&mut bytes, &flips);
             drain(&bytes, 0, false);
         }
 
@@ -1652,10 +1657,7 @@ mod tests {
             for frame in &frames {
                 bytes.extend_from_slice(&encoded(frame));
             }
-            for (at, value) in flips {
-                let at = at % bytes.len();
-                bytes[at] = value;
-            }
+            overwrite(&mut bytes, &flips);
             assert_in_place_agrees(&bytes, 0, false);
         }
 
