@@ -149,18 +149,9 @@ impl Channel {
             // The hot path: the publish's strings go straight from the read buffer into the
             // pending publish (what `dispatch` does for an `AMQPClass` publish).
             MethodRef::Publish(p) => {
-                if p.immediate {
-                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true").on(60, 40));
-                }
-                self.pending = Some(Pending {
-                    exchange: p.exchange.to_owned(),
-                    routing_key: p.routing_key.to_owned(),
-                    mandatory: p.mandatory,
-                    properties: None,
-                    body_size: 0,
-                    body: BytesMut::new(),
-                });
-                return Ok(());
+                return self
+                    .begin_publish(p.exchange, p.routing_key, p.mandatory, p.immediate)
+                    .map_err(|e| e.on(60, 40));
             }
             // The same as `dispatch` of the `AMQPClass` ack, without building one.
             MethodRef::Ack { delivery_tag, multiple } => {
@@ -174,22 +165,33 @@ impl Channel {
         self.dispatch(method, st).map_err(|e| if e.class_id == 0 { e.on(class_id, method_id) } else { e })
     }
 
+    /// `basic.publish`: the content header and body frames that follow complete it.
+    fn begin_publish(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        immediate: bool,
+    ) -> Result<(), AmqpError> {
+        if immediate {
+            return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true"));
+        }
+        self.pending = Some(Pending {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            mandatory,
+            properties: None,
+            body_size: 0,
+            body: BytesMut::new(),
+        });
+        Ok(())
+    }
+
     fn dispatch(&mut self, method: AMQPClass, st: &mut ConnState) -> Result<(), AmqpError> {
         let ch = self.id;
         match method {
             AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
-                if p.immediate {
-                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true"));
-                }
-                self.pending = Some(Pending {
-                    exchange: p.exchange.as_str().to_string(),
-                    routing_key: p.routing_key.as_str().to_string(),
-                    mandatory: p.mandatory,
-                    properties: None,
-                    body_size: 0,
-                    body: BytesMut::new(),
-                });
-                Ok(())
+                self.begin_publish(p.exchange.as_str(), p.routing_key.as_str(), p.mandatory, p.immediate)
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => self.settle(a.delivery_tag, a.multiple, SettleOp::Ack, st),
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {

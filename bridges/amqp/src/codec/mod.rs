@@ -842,6 +842,20 @@ mod tests {
         out.to_vec()
     }
 
+    /// A frame payload that starts like the real thing for `frame_type` (a method's class and
+    /// method ids, a content header's class id and body size) and goes on with `tail`.
+    fn garbage_payload(frame_type: u8, ids: (u16, u16), tail: &[u8]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        if frame_type == 1 {
+            payload.extend_from_slice(&ids.0.to_be_bytes());
+            payload.extend_from_slice(&ids.1.to_be_bytes());
+        } else if frame_type == 2 {
+            payload.extend_from_slice(b"\x00\x3c\x00\x00\0\0\0\0\0\0\0\x01");
+        }
+        payload.extend_from_slice(tail);
+        payload
+    }
+
     /// Overwrites `bytes` at the given positions (taken modulo its length) with the values.
     fn overwrite(bytes: &mut [u8], flips: &[(usize, u8)]) {
         for &(at, value) in flips {
@@ -1571,14 +1585,7 @@ mod tests {
             ]),
             tail in vec(any::<u8>(), 0..300),
         ) {
-            let mut payload = Vec::new();
-            if frame_type == 1 {
-                payload.extend_from_slice(&ids.0.to_be_bytes());
-                payload.extend_from_slice(&ids.1.to_be_bytes());
-            } else if frame_type == 2 {
-                payload.extend_from_slice(b"\x00\x3c\x00\x00\0\0\0\0\0\0\0\x01");
-            }
-            payload.extend_from_slice(&tail);
+            let payload = garbage_payload(frame_type, ids, &tail);
             drain(&frame_bytes(frame_type, channel, &payload), 0, false);
         }
 
@@ -1670,14 +1677,7 @@ mod tests {
             tail in vec(any::<u8>(), 0..80),
             raw in vec(any::<u8>(), 0..40),
         ) {
-            let mut payload = Vec::new();
-            if frame_type == 1 {
-                payload.extend_from_slice(&ids.0.to_be_bytes());
-                payload.extend_from_slice(&ids.1.to_be_bytes());
-            } else if frame_type == 2 {
-                payload.extend_from_slice(b"\x00\x3c\x00\x00\0\0\0\0\0\0\0\x01");
-            }
-            payload.extend_from_slice(&tail);
+            let payload = garbage_payload(frame_type, ids, &tail);
             for frame_max in [0, 20, 4096] {
                 assert_in_place_agrees(&frame_bytes(frame_type, 1, &payload), frame_max, false);
             }

@@ -312,21 +312,6 @@ macro_rules! batch_input {
                     }
                 })
             }
-
-            fn opt_int(&self, key: &str) -> Res<Option<i64>> {
-                unmapped(key);
-                Ok(None)
-            }
-
-            fn opt_str_list(&self, key: &str) -> Res<Option<Vec<String>>> {
-                unmapped(key);
-                Ok(None)
-            }
-
-            fn value(&self, key: &str) -> Option<&Value> {
-                unmapped(key);
-                None
-            }
         }
 
         impl<'a> BatchInput for $t<'a> {
