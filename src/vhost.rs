@@ -21,7 +21,7 @@ use crate::error::{CoreError, CoreResult, ErrorKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::filter_policy::DeliveryTransform;
 use crate::memory::MemoryMonitor;
-use crate::message::{FieldTable, FieldValue, Message};
+use crate::message::{CompactString, FieldTable, FieldValue, Message};
 use crate::queue::config::{QueueConfig, check_args_equivalent, check_equivalent};
 use crate::queue::state::{
     ConsumerId, ConsumerSpec, Delivery, Effect, Enqueued, LeaseId, MessageFilter, PublishOptions, SharedCredit,
@@ -138,7 +138,7 @@ pub struct PublishCache {
 struct RouteMemo {
     exchange: Arc<Exchange>,
     generation: u64,
-    routing_key: String,
+    routing_key: CompactString,
     queues: Vec<Arc<Queue>>,
 }
 
@@ -808,7 +808,7 @@ impl VHost {
             }
             for name in ["CC", "BCC"] {
                 if let Some(FieldValue::Array(extra)) = h.get(name) {
-                    extra_keys.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                    extra_keys.extend(extra.iter().filter_map(|v| v.as_str().map(CompactString::from)));
                 }
             }
             h.remove("BCC");
@@ -917,7 +917,7 @@ impl VHost {
     /// The queues a message reaches from `start`, following exchange-to-exchange
     /// bindings and alternate exchanges; each queue once. A queue subscribed to a
     /// filter-policy exchange may get its own (transformed) message, given alongside.
-    fn route(&self, start: &Arc<Exchange>, keys: &[String], message: &Message) -> Vec<Routed> {
+    fn route(&self, start: &Arc<Exchange>, keys: &[CompactString], message: &Message) -> Vec<Routed> {
         self.route_noting(start, keys, message, &mut false)
     }
 
@@ -927,7 +927,7 @@ impl VHost {
     fn route_noting(
         &self,
         start: &Arc<Exchange>,
-        keys: &[String],
+        keys: &[CompactString],
         message: &Message,
         queues_only: &mut bool,
     ) -> Vec<Routed> {
@@ -963,7 +963,7 @@ impl VHost {
             dests.clear();
             own.clear();
             if ex.name.is_empty() {
-                dests.extend(keys.iter().map(|k| Destination::Queue(k.clone())));
+                dests.extend(keys.iter().map(|k| Destination::Queue(k.to_string())));
             } else if ex.kind == ExchangeKind::FilterPolicy {
                 let transform = self.delivery_transform.read().clone();
                 let mut routed = Vec::new();
@@ -1210,7 +1210,7 @@ impl VHost {
                     );
                     let mut keys = vec![dl.routing_key.clone()];
                     if let Some(FieldValue::Array(cc)) = dl.properties.header("CC") {
-                        keys.extend(cc.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                        keys.extend(cc.iter().filter_map(|v| v.as_str().map(CompactString::from)));
                     }
                     let targets = self.route(&dlx, &keys, &dl);
                     dl.charge = Some(self.memory.charge(dl.memory_size() as u64));

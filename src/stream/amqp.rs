@@ -371,7 +371,7 @@ fn messages_of(stream: &str, r: &StreamRecord) -> Vec<Message> {
             .map(|(i, u)| {
                 let sub = StreamRecord { partition_key: u.partition_key, data: u.data, ..r.clone() };
                 let mut m = message_of(stream, &sub);
-                m.routing_key = sub.partition_key.clone();
+                m.routing_key = sub.partition_key.as_str().into();
                 if let Some(h) = m.properties.headers.as_mut() {
                     h.insert("x-kpl-index".into(), FieldValue::I64(i as i64));
                 }

@@ -46,11 +46,15 @@ pub(crate) struct ConnState {
 }
 
 struct Pending {
-    exchange: String,
-    routing_key: String,
+    /// The message being assembled, in the `Arc` the core will keep it in: the header's
+    /// properties and the body are written into it in place, so the ~400-byte `Message` is
+    /// never moved between the frames (its moves showed as 5% of a publisher's time).
+    message: Arc<Message>,
     mandatory: bool,
-    properties: Option<Properties>,
+    /// The content header has arrived (its properties are in `message`).
+    has_header: bool,
     body_size: u64,
+    /// Body frames so far, when the body spans several frames.
     body: BytesMut,
 }
 
@@ -177,10 +181,9 @@ impl Channel {
             return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "immediate=true"));
         }
         self.pending = Some(Pending {
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
+            message: Arc::new(Message::new(exchange, routing_key, Properties::default(), Bytes::new())),
             mandatory,
-            properties: None,
+            has_header: false,
             body_size: 0,
             body: BytesMut::new(),
         });
@@ -493,7 +496,7 @@ impl Channel {
                 format!("expected method frame, got non method frame instead on channel {}", self.id),
             ));
         };
-        if p.properties.is_some() || class_id != 60 {
+        if p.has_header || class_id != 60 {
             return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "expected content body, got content header"));
         }
         if body_size > st.max_message_size as u64 {
@@ -504,7 +507,9 @@ impl Channel {
             )
             .on(60, 40));
         }
-        properties.fill(p.properties.insert(Properties::default()));
+        // `make_mut` never clones here: nothing else holds the pending message yet.
+        properties.fill(&mut Arc::make_mut(&mut p.message).properties);
+        p.has_header = true;
         p.body_size = body_size;
         if body_size == 0 {
             return self.complete_publish(Bytes::new(), st);
@@ -514,7 +519,7 @@ impl Channel {
 
     /// A content body frame for the pending publish.
     pub(crate) fn content_body(&mut self, payload: &[u8], st: &mut ConnState) -> Result<(), AmqpError> {
-        let Some(p) = self.pending.as_mut().filter(|p| p.properties.is_some()) else {
+        let Some(p) = self.pending.as_mut().filter(|p| p.has_header) else {
             return Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
                 format!("expected method frame, got non method frame instead on channel {}", self.id),
@@ -544,11 +549,13 @@ impl Channel {
     }
 
     fn complete_publish(&mut self, body: Bytes, st: &mut ConnState) -> Result<(), AmqpError> {
-        let Some(p) = self.pending.take() else { return Ok(()) };
-        let mut props = p.properties.unwrap_or_default();
-        if props.reply_to.as_deref() == Some(REPLY_TO) {
+        let Some(Pending { mut message, mandatory, .. }) = self.pending.take() else { return Ok(()) };
+        // `make_mut` never clones: the pending message is not shared until it is published.
+        let msg = Arc::make_mut(&mut message);
+        msg.body = body;
+        if msg.properties.reply_to.as_deref() == Some(REPLY_TO) {
             match &self.reply_queue {
-                Some(q) => props.reply_to = Some(q.clone()),
+                Some(q) => msg.properties.reply_to = Some(q.clone()),
                 None => {
                     return Err(
                         AmqpError::channel(code::PRECONDITION_FAILED, "fast reply consumer does not exist").on(60, 40)
@@ -556,8 +563,7 @@ impl Channel {
                 }
             }
         }
-        // Into its `Arc` at once: the core keeps it there, so it is not moved again.
-        let msg = Arc::new(Message::new(p.exchange, p.routing_key, props, body));
+        let msg = message;
         if let Some(txs) = self.tx.as_mut() {
             // Publishing to a missing exchange fails at publish time even in a transaction.
             if st.vhost.exchange(&msg.exchange).is_none() {
@@ -567,10 +573,10 @@ impl Channel {
                 )
                 .on(60, 40));
             }
-            txs.publishes.push((msg, p.mandatory));
+            txs.publishes.push((msg, mandatory));
             return Ok(());
         }
-        self.route(msg, p.mandatory, st).map(|_| ()).map_err(|e| e.on(60, 40))
+        self.route(msg, mandatory, st).map(|_| ()).map_err(|e| e.on(60, 40))
     }
 
     /// Publish and handle return/confirm; returns the LSN the message must reach to be durable.

@@ -5,7 +5,7 @@
 //! so AMQP applications written against RabbitMQ's MQTT plugin see what they expect.
 
 use bytes::Bytes;
-use switchyard::message::{FieldTable, FieldValue, Message, Properties as AmqpProps};
+use switchyard::message::{CompactString, FieldTable, FieldValue, Message, Properties as AmqpProps};
 
 use crate::codec::{Properties, Publish, QoS};
 use crate::topic::{from_routing_key, to_routing_key};
@@ -45,12 +45,17 @@ fn is_internal(name: &str) -> bool {
 ///
 /// `publisher` is the client id to record for No Local, if needed.
 pub fn to_message(p: &Publish, exchange: &str, publisher: Option<&str>) -> Message {
-    to_message_with_key(p, exchange, publisher, to_routing_key(&p.topic))
+    to_message_with_key(p, exchange, publisher, to_routing_key(&p.topic).as_str().into())
 }
 
 /// [`to_message`] with the routing key already converted from `p.topic` (a session keeps the
 /// last conversion: publishers usually repeat their topic).
-pub fn to_message_with_key(p: &Publish, exchange: &str, publisher: Option<&str>, routing_key: String) -> Message {
+pub fn to_message_with_key(
+    p: &Publish,
+    exchange: &str,
+    publisher: Option<&str>,
+    routing_key: CompactString,
+) -> Message {
     debug_assert_eq!(routing_key, to_routing_key(&p.topic));
     let mut props =
         AmqpProps { delivery_mode: Some(if p.qos == QoS::AtMostOnce { 1 } else { 2 }), ..AmqpProps::default() };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use switchyard::auth::User;
 use switchyard::exchange::Destination;
-use switchyard::message::{FieldTable, FieldValue, Message};
+use switchyard::message::{CompactString, FieldTable, FieldValue, Message};
 use switchyard::queue::state::{ConsumerId, Delivery, LeaseId};
 use switchyard::queue::{ConnectionId, ConsumerEvent, ConsumerSink, Queue};
 use switchyard::store::Lsn;
@@ -208,7 +208,7 @@ pub(crate) struct Session {
     /// The routing key of the last delivery and its MQTT topic ([`Session::topic_of`]).
     last_topic: Option<(String, String)>,
     /// The topic of the last PUBLISH and its routing key ([`Session::routing_key_of`]).
-    last_key: Option<(String, String)>,
+    last_key: Option<(String, CompactString)>,
     /// Saves the permission check and the route of repeated PUBLISHes to one topic.
     publish_cache: PublishCache,
 }
@@ -935,13 +935,13 @@ impl Session {
 
     /// The routing key of a published topic; like [`Session::topic_of`], the last conversion is
     /// kept, since a publisher usually repeats its topic.
-    fn routing_key_of(&mut self, topic: &str) -> String {
+    fn routing_key_of(&mut self, topic: &str) -> CompactString {
         if let Some((cached_topic, key)) = &self.last_key
             && cached_topic == topic
         {
             return key.clone();
         }
-        let key = to_routing_key(topic);
+        let key = CompactString::from(to_routing_key(topic).as_str());
         match &mut self.last_key {
             Some((cached_topic, cached)) => {
                 cached_topic.clear();
@@ -969,7 +969,7 @@ impl Session {
                 key.push_str(&m.routing_key);
                 cached.clone_from(&topic);
             }
-            None => self.last_topic = Some((m.routing_key.clone(), topic.clone())),
+            None => self.last_topic = Some((m.routing_key.to_string(), topic.clone())),
         }
         topic
     }
