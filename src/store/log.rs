@@ -18,10 +18,17 @@
 //! before them are fsynced, so a forget never reaches the disk ahead of the
 //! dead-letter copy it may stand for. An fsync that fails is never retried:
 //! the log is marked failed and refuses further appends.
+//!
+//! Batches: inside a [`LogBatch`] scope (see [`MessageLog::batch`]) the appends, marks and
+//! deletions a thread makes are queued in order and reach the writer as one channel message
+//! when the scope ends, so a request that writes ten records wakes the writer once. The
+//! writer writes everything it received in one go with one `write` per file.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,6 +122,8 @@ enum Cmd {
     RenameDone(u32),
     /// Compact every sparse segment now (tests), then reply.
     Compact(mpsc::Sender<()>),
+    /// Several of the above, in order (a [`LogBatch`], or commands queued behind one).
+    Many(Vec<Cmd>),
 }
 
 struct Head {
@@ -130,9 +139,61 @@ struct Head {
     generations: HashMap<u32, u32>,
     /// For compacted segments: the offset a handle holds → the record's current offset.
     moved: HashMap<u32, HashMap<u64, u64>>,
+    /// Commands held back by [`LogBatch`] scopes, in the order they were made; the next
+    /// command sent (or the end of the scope) takes them to the writer.
+    pending: Vec<Cmd>,
+}
+
+thread_local! {
+    /// The log this thread is batching commands for (its `Shared`'s address, 0 = none) and
+    /// how many [`LogBatch`] scopes for it are open.
+    static BATCHING: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+}
+
+/// True while the current thread is inside a [`LogBatch`] scope of `shared`.
+fn batching(shared: &Shared) -> bool {
+    BATCHING.with(|b| b.get().0 == std::ptr::from_ref(shared) as usize)
 }
 
 impl Head {
+    /// Send an append, mark or deletion: held back while this thread is batching for this
+    /// log, else sent at once (after anything held back, which keeps the log's order).
+    fn send(&mut self, shared: &Shared, cmd: Cmd) -> Result<(), LogError> {
+        if batching(shared) {
+            self.pending.push(cmd);
+            Ok(())
+        } else {
+            self.send_now(cmd)
+        }
+    }
+
+    /// Send `cmd` now, behind whatever is held back.
+    fn send_now(&mut self, cmd: Cmd) -> Result<(), LogError> {
+        let cmd = if self.pending.is_empty() {
+            cmd
+        } else {
+            let mut all = std::mem::take(&mut self.pending);
+            all.push(cmd);
+            Cmd::Many(all)
+        };
+        self.tx.send(cmd).map_err(|_| LogError::Failed)
+    }
+
+    /// Send whatever is held back.
+    fn flush(&mut self) -> Result<(), LogError> {
+        match self.pending.len() {
+            0 => Ok(()),
+            1 => {
+                let cmd = self.pending.pop().ok_or(LogError::Failed)?;
+                self.tx.send(cmd).map_err(|_| LogError::Failed)
+            }
+            _ => {
+                let all = std::mem::take(&mut self.pending);
+                self.tx.send(Cmd::Many(all)).map_err(|_| LogError::Failed)
+            }
+        }
+    }
+
     /// Where the record a handle knows as `at` is now: (generation, offset).
     fn resolve(&self, at: StoreRef) -> (u32, u64) {
         let generation = self.generations.get(&at.segment).copied().unwrap_or(0);
@@ -365,9 +426,9 @@ fn mark_bytes(kind: u8, offset: u64) -> [u8; MARK_LEN] {
 
 impl Shared {
     fn mark(&self, at: StoreRef, kind: u8) {
-        let head = self.head.lock();
+        let mut head = self.head.lock();
         let (generation, offset) = head.resolve(at);
-        let _ = head.tx.send(Cmd::Mark { segment: at.segment, generation, kind, offset });
+        let _ = head.send(self, Cmd::Mark { segment: at.segment, generation, kind, offset });
     }
 
     fn forget(&self, at: StoreRef) {
@@ -380,7 +441,7 @@ impl Shared {
         if let Some(m) = head.moved.get_mut(&at.segment) {
             m.remove(&at.offset);
         }
-        let _ = head.tx.send(Cmd::Mark { segment: at.segment, generation, kind: MARK_FORGET, offset });
+        let _ = head.send(self, Cmd::Mark { segment: at.segment, generation, kind: MARK_FORGET, offset });
         let now_empty = match head.live.get_mut(&at.segment) {
             Some(n) => {
                 *n = n.saturating_sub(1);
@@ -391,17 +452,14 @@ impl Shared {
         if now_empty && at.segment != head.segment {
             head.drop_segment(at.segment);
             self.readers.lock().retain(|(s, _), _| *s != at.segment);
-            let _ = head.tx.send(Cmd::Delete(at.segment));
+            let _ = head.send(self, Cmd::Delete(at.segment));
         }
     }
 
     /// Wait until the writer has written (not necessarily fsynced) everything sent so far.
     fn barrier(&self) {
         let (done_tx, done_rx) = mpsc::channel();
-        {
-            let head = self.head.lock();
-            let _ = head.tx.send(Cmd::Sync(done_tx));
-        }
+        let _ = self.head.lock().send_now(Cmd::Sync(done_tx));
         let _ = done_rx.recv_timeout(Duration::from_secs(30));
     }
 
@@ -546,6 +604,7 @@ impl MessageLog {
                 total: HashMap::new(),
                 generations: HashMap::new(),
                 moved: HashMap::new(),
+                pending: Vec::new(),
             }),
             synced,
             closing: AtomicBool::new(false),
@@ -604,7 +663,7 @@ impl MessageLog {
             // A segment whose messages were all forgotten while it was current goes now.
             if head.live.get(&old) == Some(&0) {
                 head.drop_segment(old);
-                let _ = head.tx.send(Cmd::Delete(old));
+                let _ = head.send(&self.shared, Cmd::Delete(old));
             }
         }
         let at = StoreRef { segment: head.segment, offset: head.offset };
@@ -614,8 +673,31 @@ impl MessageLog {
         *head.live.entry(at.segment).or_insert(0) += 1;
         *head.total.entry(at.segment).or_insert(0) += 1;
         let durable = queue_id & TRANSIENT == 0;
-        head.tx.send(Cmd::Append { segment: at.segment, bytes, lsn, durable }).map_err(|_| LogError::Failed)?;
+        head.send(&self.shared, Cmd::Append { segment: at.segment, bytes, lsn, durable })?;
         Ok((Persisted { log: Some(Arc::clone(&self.shared)), at, delivered: false }, lsn))
+    }
+
+    /// Open a batch scope on this thread: until the returned guard is dropped, the appends,
+    /// marks and deletions this thread makes (directly or through queues, e.g. the forget
+    /// of an acked message) are held back and then reach the writer as one channel message,
+    /// so the writer is woken once and writes them in one go. Appends still get their LSNs
+    /// at once; [`MessageLog::wait_synced`] must only be awaited after the guard is dropped
+    /// (the guard is not `Send`, so it cannot be held across an `.await` in a spawned
+    /// task). Scopes nest; a scope for another log opened inside one is a no-op.
+    pub fn batch(&self) -> LogBatch {
+        let me = Arc::as_ptr(&self.shared) as usize;
+        let active = BATCHING.with(|b| match b.get() {
+            (0, _) => {
+                b.set((me, 1));
+                true
+            }
+            (log, depth) if log == me => {
+                b.set((me, depth + 1));
+                true
+            }
+            _ => false,
+        });
+        LogBatch { shared: active.then(|| Arc::clone(&self.shared)), _not_send: PhantomData }
     }
 
     /// Write a transient message to the log only so it can leave memory; recovery
@@ -642,10 +724,7 @@ impl MessageLog {
     /// own, one segment at a time, every few seconds).
     pub fn compact_now(&self) {
         let (done_tx, done_rx) = mpsc::channel();
-        {
-            let head = self.shared.head.lock();
-            let _ = head.tx.send(Cmd::Compact(done_tx));
-        }
+        let _ = self.shared.head.lock().send_now(Cmd::Compact(done_tx));
         let _ = done_rx.recv_timeout(Duration::from_secs(300));
     }
 
@@ -698,14 +777,53 @@ impl MessageLog {
     pub fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
         let (done_tx, done_rx) = mpsc::channel();
-        {
-            let head = self.shared.head.lock();
-            let _ = head.tx.send(Cmd::Sync(done_tx));
-        }
+        let _ = self.shared.head.lock().send_now(Cmd::Sync(done_tx));
         let _ = done_rx.recv_timeout(Duration::from_secs(30));
         // The writer exits when every sender is gone; the handles in queues keep one
         // alive, so just detach: everything appended so far is on disk.
         drop(self.writer.lock().take());
+    }
+}
+
+/// A batch scope of the message log (see [`MessageLog::batch`]): dropping it sends what the
+/// thread held back.
+#[must_use = "the batch ends when the guard is dropped"]
+pub struct LogBatch {
+    /// The log batched for; `None` for a no-op scope.
+    shared: Option<Arc<Shared>>,
+    /// Tied to the thread whose commands it holds back.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for LogBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBatch").field("active", &self.shared.is_some()).finish()
+    }
+}
+
+impl Drop for LogBatch {
+    fn drop(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let last = BATCHING.with(|b| {
+            let (log, depth) = b.get();
+            if depth <= 1 {
+                b.set((0, 0));
+                true
+            } else {
+                b.set((log, depth - 1));
+                false
+            }
+        });
+        if !last {
+            return;
+        }
+        if shared.head.lock().flush().is_err() {
+            // The writer is gone: what was held back will never be written. Fail the log so
+            // that every append waiting for its fsync sees it.
+            tracing::error!("message log writer is gone; refusing further persistent messages");
+            shared.failed.store(true, Ordering::Release);
+            shared.synced.send_modify(|_| {});
+        }
     }
 }
 
@@ -729,13 +847,13 @@ impl Recovery {
                 self.shared.relocated.store(true, Ordering::Release);
                 let mut head = self.shared.head.lock();
                 head.generations.insert(n, generation);
-                let _ = head.tx.send(Cmd::Generation(n, generation));
+                let _ = head.send_now(Cmd::Generation(n, generation));
             }
             let (found, records) =
                 recover_segment(&self.dir, n, generation, Some((n, generation)) == last, &self.shared)?;
             if found.is_empty() {
                 self.shared.head.lock().generations.remove(&n);
-                let _ = self.shared.head.lock().tx.send(Cmd::Delete(n));
+                let _ = self.shared.head.lock().send_now(Cmd::Delete(n));
                 continue;
             }
             {
@@ -886,9 +1004,9 @@ fn recover_segment(
         }
     }
     if !out.is_empty() {
-        let head = shared.head.lock();
+        let mut head = shared.head.lock();
         for offset in dead {
-            let _ = head.tx.send(Cmd::Mark { segment: n, generation, kind: MARK_FORGET, offset });
+            let _ = head.send_now(Cmd::Mark { segment: n, generation, kind: MARK_FORGET, offset });
         }
     }
     // Recovered handles must not record forgets while we are still opening: their
@@ -912,7 +1030,14 @@ struct Writer<'a> {
     /// for marks sent before it, until [`Cmd::RenameDone`] says none are left.
     renames: HashMap<u32, (u32, HashMap<u64, u64>)>,
     last_compaction: Instant,
+    /// Records received for the current segment but not written yet: everything received
+    /// in one go is written with one `write`.
+    out: Vec<u8>,
 }
+
+/// The writer writes its buffered records once they reach this many bytes, whatever else
+/// is still to come.
+const WRITE_CHUNK: usize = 1 << 20;
 
 impl Writer<'_> {
     /// Stop for good: an error is never retried, because a failed fsync may have dropped
@@ -1033,7 +1158,7 @@ impl Writer<'_> {
             head.generations.insert(segment, next);
             head.total.insert(segment, renames.len() as u64);
             self.shared.readers.lock().retain(|(s, _), _| *s != segment);
-            let _ = head.tx.send(Cmd::RenameDone(segment));
+            let _ = head.send_now(Cmd::RenameDone(segment));
         }
         self.generations.insert(segment, next);
         self.renames.insert(segment, (generation, renames));
@@ -1061,6 +1186,10 @@ impl Writer<'_> {
             return;
         }
         if self.current.as_ref().map(|(n, _)| *n) != Some(segment) {
+            self.write_out();
+            if self.shared.failed.load(Ordering::Acquire) {
+                return;
+            }
             if let Some((_, f)) = &self.current
                 && let Err(e) = self.fsync(f)
             {
@@ -1077,10 +1206,12 @@ impl Writer<'_> {
                 Err(e) => return self.fail("segment create", &e),
             }
         }
-        if let Some((_, f)) = self.current.as_mut()
-            && let Err(e) = f.write_all(bytes)
-        {
-            return self.fail("write", &e);
+        self.out.extend_from_slice(bytes);
+        if self.out.len() >= WRITE_CHUNK {
+            self.write_out();
+            if self.shared.failed.load(Ordering::Acquire) {
+                return;
+            }
         }
         Counters::add(&self.shared.stats.records_written, 1);
         Counters::add(&self.shared.stats.record_bytes, bytes.len() as u64);
@@ -1091,7 +1222,51 @@ impl Writer<'_> {
         }
     }
 
+    /// Write the buffered records to the current segment (one `write`).
+    fn write_out(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if !self.shared.failed.load(Ordering::Acquire)
+            && let Some((_, f)) = self.current.as_mut()
+            && let Err(e) = f.write_all(&self.out)
+        {
+            self.fail("write", &e);
+        }
+        self.out.clear();
+        if self.out.capacity() > 2 * WRITE_CHUNK {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Carry out one command received; a reply waits in `replies` for the next sync.
+    fn apply(&mut self, cmd: Cmd, replies: &mut Vec<mpsc::Sender<()>>) {
+        match cmd {
+            Cmd::Append { segment, bytes, lsn, durable } => self.append(segment, &bytes, lsn, durable),
+            Cmd::Mark { segment, generation, kind, offset } => self.mark(segment, generation, kind, offset),
+            Cmd::Delete(segment) => self.pending_deletes.push(segment),
+            Cmd::Sync(reply) => replies.push(reply),
+            Cmd::Generation(segment, generation) => {
+                self.generations.insert(segment, generation);
+            }
+            Cmd::RenameDone(segment) => {
+                self.renames.remove(&segment);
+            }
+            Cmd::Compact(reply) => {
+                self.sync();
+                self.compact_sparse(usize::MAX);
+                replies.push(reply);
+            }
+            Cmd::Many(cmds) => {
+                for cmd in cmds {
+                    self.apply(cmd, replies);
+                }
+            }
+        }
+    }
+
     fn sync(&mut self) {
+        self.write_out();
         // After a failure nothing more touches the files: what is on disk stays as it was.
         if self.shared.failed.load(Ordering::Acquire) {
             self.pending_marks.clear();
@@ -1107,8 +1282,13 @@ impl Writer<'_> {
             Counters::add(&self.shared.stats.synced_records, std::mem::take(&mut self.unsynced_records));
             self.shared.synced.send_replace(lsn);
         }
-        // Marks and deletions only after the appends before them are durable.
-        for (segment, mark) in std::mem::take(&mut self.pending_marks) {
+        // Marks and deletions only after the appends before them are durable. The marks of
+        // one segment go out in one write (their order within a file does not matter).
+        let mut marks = std::mem::take(&mut self.pending_marks);
+        marks.sort_by_key(|(segment, _)| *segment);
+        let mut bytes = Vec::new();
+        for run in marks.chunk_by(|a, b| a.0 == b.0) {
+            let segment = run[0].0;
             if self.pending_deletes.contains(&segment) {
                 continue;
             }
@@ -1126,14 +1306,20 @@ impl Writer<'_> {
                     }
                 }
             };
-            match file.write_all(&mark) {
+            bytes.clear();
+            for (_, mark) in run {
+                bytes.extend_from_slice(mark);
+            }
+            match file.write_all(&bytes) {
                 Ok(()) => {
-                    Counters::add(&self.shared.stats.marks_written, 1);
-                    Counters::add(&self.shared.stats.mark_bytes, MARK_LEN as u64);
+                    Counters::add(&self.shared.stats.marks_written, run.len() as u64);
+                    Counters::add(&self.shared.stats.mark_bytes, bytes.len() as u64);
                 }
-                Err(e) => tracing::warn!(error = %e, segment, "cannot write a mark"),
+                Err(e) => tracing::warn!(error = %e, segment, "cannot write marks"),
             }
         }
+        marks.clear();
+        self.pending_marks = marks;
         for segment in std::mem::take(&mut self.pending_deletes) {
             self.marks.remove(&segment);
             if self.current.as_ref().is_some_and(|(n, _)| *n == segment) {
@@ -1159,6 +1345,7 @@ fn writer_loop(dir: &Path, rx: &mpsc::Receiver<Cmd>, shared: &Shared, policy: Sy
         generations: HashMap::new(),
         renames: HashMap::new(),
         last_compaction: Instant::now(),
+        out: Vec::new(),
     };
     let mut reported = (Instant::now(), LogStats::default());
     loop {
@@ -1188,25 +1375,10 @@ fn writer_loop(dir: &Path, rx: &mpsc::Receiver<Cmd>, shared: &Shared, policy: Sy
         let mut replies = Vec::new();
         let mut next = first;
         while let Some(cmd) = next {
-            match cmd {
-                Cmd::Append { segment, bytes, lsn, durable } => w.append(segment, &bytes, lsn, durable),
-                Cmd::Mark { segment, generation, kind, offset } => w.mark(segment, generation, kind, offset),
-                Cmd::Delete(segment) => w.pending_deletes.push(segment),
-                Cmd::Sync(reply) => replies.push(reply),
-                Cmd::Generation(segment, generation) => {
-                    w.generations.insert(segment, generation);
-                }
-                Cmd::RenameDone(segment) => {
-                    w.renames.remove(&segment);
-                }
-                Cmd::Compact(reply) => {
-                    w.sync();
-                    w.compact_sparse(usize::MAX);
-                    replies.push(reply);
-                }
-            }
+            w.apply(cmd, &mut replies);
             next = rx.try_recv().ok();
         }
+        w.write_out();
         let due = match (policy, w.unsynced) {
             (_, None) => true,
             (SyncPolicy::Always, Some(_)) => true,
@@ -1548,6 +1720,152 @@ mod tests {
         drop((a, b));
         let (_log, rec) = open(dir.path()).await;
         assert_eq!(rec[0].message.body, Bytes::from("durable"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_the_writer_when_its_scope_ends_and_is_durable_as_a_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut kept = Vec::new();
+        {
+            let (log, _) = open(dir.path()).await;
+            let (acked, lsn) = append(&log, 1, "acked");
+            let (mut seen, _) = append(&log, 1, "seen");
+            log.wait_synced(lsn).await.expect("synced");
+            let before = log.stats();
+            let mut last = 0;
+            {
+                let _batch = log.batch();
+                for i in 0..10 {
+                    let (p, lsn) = append(&log, 1, &format!("b{i}"));
+                    assert!(lsn > last, "LSNs are handed out at once, in order");
+                    last = lsn;
+                    kept.push(p);
+                }
+                drop(acked);
+                seen.mark_delivered();
+                // Nothing was sent: the writer cannot have written any of it.
+                std::thread::sleep(Duration::from_millis(20));
+                let now = log.stats();
+                assert_eq!(now.records_written, before.records_written, "held back until the scope ends");
+                assert_eq!(now.marks_written, before.marks_written);
+                assert!(*log.synced().borrow() < last);
+            }
+            log.wait_synced(last).await.expect("the whole batch is durable");
+            let after = log.stats();
+            assert_eq!(after.records_written, before.records_written + 10);
+            assert_eq!(after.synced_records, before.synced_records + 10);
+            log.close();
+            kept.push(seen);
+        }
+        let (_log, rec) = open(dir.path()).await;
+        let got: Vec<_> = rec.iter().map(|r| (r.message.body.clone(), r.delivered())).collect();
+        let mut want = vec![(Bytes::from("seen"), true)];
+        want.extend((0..10).map(|i| (Bytes::from(format!("b{i}")), false)));
+        assert_eq!(got, want, "the forget and the delivered mark made in the batch were written");
+        drop(kept);
+    }
+
+    #[tokio::test]
+    async fn batch_scopes_nest_and_reads_and_barriers_inside_one_do_not_wait_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = open(dir.path()).await;
+        let before = log.stats().records_written;
+        let outer = log.batch();
+        let (a, _) = append(&log, 1, "a");
+        {
+            let _inner = log.batch();
+            let paged = log.append_transient(1, 1, &MessageLog::encode(&msg("paged"))).expect("append");
+            // A read of a record still held back sends it first instead of waiting 30 s.
+            let started = Instant::now();
+            assert_eq!(paged.read().expect("read").body, Bytes::from("paged"));
+            assert!(started.elapsed() < Duration::from_secs(5));
+            drop(paged);
+        }
+        let (b, lsn) = append(&log, 1, "b");
+        let written = log.stats().records_written;
+        assert_eq!(written, before + 2, "the read sent what was held back, then nothing more");
+        drop(outer);
+        log.wait_synced(lsn).await.expect("synced");
+        assert_eq!(log.stats().records_written, before + 3);
+        // A scope of another log inside this one's is a no-op and holds nothing back.
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let (other, _) = open(other_dir.path()).await;
+        {
+            let _mine = log.batch();
+            let _theirs = other.batch();
+            let (c, lsn) = append(&other, 1, "c");
+            other.wait_synced(lsn).await.expect("not held back");
+            drop(c);
+        }
+        log.close();
+        other.close();
+        drop((a, b));
+    }
+
+    /// A thread that appends outside any scope sends what another thread's scope holds back
+    /// first: the log's order, and so the meaning of the durable LSN, is kept.
+    #[tokio::test]
+    async fn an_append_outside_a_scope_sends_earlier_held_back_ones_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (log, _) = open(dir.path()).await;
+            let (held_tx, held_rx) = mpsc::channel();
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            let batching = {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let _batch = log.batch();
+                    let (p, lsn) = append(&log, 1, "held");
+                    let _ = held_tx.send(lsn);
+                    // Keep the scope open until the other append is durable.
+                    let _ = done_rx.recv_timeout(Duration::from_secs(30));
+                    p
+                })
+            };
+            let held_lsn = held_rx.recv_timeout(Duration::from_secs(30)).expect("held");
+            let (direct, lsn) = append(&log, 1, "direct");
+            assert!(lsn > held_lsn);
+            log.wait_synced(lsn).await.expect("synced");
+            assert!(*log.synced().borrow() >= held_lsn, "the earlier append is durable too");
+            let _ = done_tx.send(());
+            let held = batching.join().expect("thread");
+            log.close();
+            drop((held, direct));
+        }
+        let (_log, rec) = open(dir.path()).await;
+        let bodies: Vec<_> = rec.iter().map(|r| r.message.body.clone()).collect();
+        assert_eq!(bodies, [Bytes::from("held"), Bytes::from("direct")]);
+    }
+
+    #[tokio::test]
+    async fn marks_of_many_segments_written_in_one_go_all_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (log, kept, lsn) = sparse_log(dir.path());
+            log.wait_synced(lsn).await.expect("synced");
+            let batch = log.batch();
+            // Forget every other record, in both segments, in one batch.
+            let mut keep = Vec::new();
+            for (i, p) in kept.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    drop(p);
+                } else {
+                    keep.push(p);
+                }
+            }
+            let (tail, lsn) = append(&log, 1, "tail");
+            drop(batch);
+            log.wait_synced(lsn).await.expect("synced");
+            // Closing waits for the marks, which follow the fsync.
+            log.close();
+            assert_eq!(log.stats().marks_written, 7);
+            drop((keep, tail));
+        }
+        let (_log, rec) = open(dir.path()).await;
+        let got: Vec<_> = rec.iter().map(|r| r.message.body[..2].to_vec()).collect();
+        let mut want: Vec<Vec<u8>> = (0..14).filter(|i| i % 2 == 1).map(|i| format!("{i:02}").into_bytes()).collect();
+        want.push(b"ta".to_vec());
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

@@ -561,6 +561,93 @@ async fn sqs_messages_survive_sigkill_with_their_fifo_groups() {
     assert!(receive(&fifo, 10).is_empty(), "groups stay blocked while their messages are in flight");
 }
 
+/// A `SendMessageBatch` hands its records to the message log as one batch and answers after
+/// one fsync covering them all: every entry it reported successful survives SIGKILL, FIFO
+/// groups in order; a `DeleteMessageBatch` (forgets batched likewise) never loses a message
+/// it did not delete.
+#[tokio::test]
+async fn sqs_batches_survive_sigkill() {
+    use serde_json::json;
+    let mut broker = Broker::start();
+    let (_, r) = sqs(&broker, "CreateQueue", &json!({"QueueName": "batched"}));
+    let plain = r["QueueUrl"].as_str().expect("url").to_string();
+    let fifo_attrs = json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"});
+    let (_, r) = sqs(&broker, "CreateQueue", &json!({"QueueName": "batched.fifo", "Attributes": fifo_attrs}));
+    let fifo = r["QueueUrl"].as_str().expect("url").to_string();
+    let entries: Vec<_> = (0..10).map(|i| json!({"Id": format!("e{i}"), "MessageBody": format!("m{i}")})).collect();
+    let (status, r) = sqs(&broker, "SendMessageBatch", &json!({"QueueUrl": plain, "Entries": entries}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["Successful"].as_array().map(Vec::len), Some(10), "{r}");
+    let grouped: Vec<_> = [("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A")]
+        .iter()
+        .enumerate()
+        .map(|(i, (body, group))| json!({"Id": format!("f{i}"), "MessageBody": body, "MessageGroupId": group}))
+        .collect();
+    let (status, r) = sqs(&broker, "SendMessageBatch", &json!({"QueueUrl": fifo, "Entries": grouped}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["Successful"].as_array().map(Vec::len), Some(4), "{r}");
+    // Take four of the plain queue's messages and delete them in one batch.
+    let (status, r) =
+        sqs(&broker, "ReceiveMessage", &json!({"QueueUrl": plain, "MaxNumberOfMessages": 4, "VisibilityTimeout": 30}));
+    assert_eq!(status, 200, "{r}");
+    let taken = r["Messages"].as_array().cloned().unwrap_or_default();
+    assert!(!taken.is_empty(), "{r}");
+    let deleted: Vec<String> = taken.iter().map(|m| m["Body"].as_str().unwrap_or_default().to_string()).collect();
+    let handles: Vec<_> = taken
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"Id": format!("d{i}"), "ReceiptHandle": m["ReceiptHandle"]}))
+        .collect();
+    let (status, r) = sqs(&broker, "DeleteMessageBatch", &json!({"QueueUrl": plain, "Entries": handles}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["Successful"].as_array().map(Vec::len), Some(taken.len()), "{r}");
+    broker.kill();
+    broker.restart();
+    let addr = broker.listeners.get("aws").expect("aws listener");
+    let relocate = |url: &str| format!("http://{addr}{}", &url[url.find("/000000000000").unwrap_or(0)..]);
+    let (plain, fifo) = (relocate(&plain), relocate(&fifo));
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (status, r) = sqs(
+            &broker,
+            "ReceiveMessage",
+            &json!({"QueueUrl": plain, "MaxNumberOfMessages": 10, "VisibilityTimeout": 30}),
+        );
+        assert_eq!(status, 200, "{r}");
+        bodies.extend(
+            r["Messages"].as_array().into_iter().flatten().map(|m| m["Body"].as_str().unwrap_or_default().to_string()),
+        );
+    }
+    for i in 0..10 {
+        let body = format!("m{i}");
+        assert!(
+            bodies.contains(&body) || deleted.contains(&body),
+            "{body} was sent in a successful batch and not deleted: it must survive ({bodies:?})"
+        );
+    }
+    let (status, r) = sqs(
+        &broker,
+        "ReceiveMessage",
+        &json!({"QueueUrl": fifo, "MaxNumberOfMessages": 10, "AttributeNames": ["All"], "VisibilityTimeout": 30}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let got: Vec<(String, String)> = r["Messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["Body"].as_str().unwrap_or_default().to_string(),
+                m["Attributes"]["MessageGroupId"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let group_a: Vec<&str> = got.iter().filter(|(_, g)| g == "A").map(|(b, _)| b.as_str()).collect();
+    assert_eq!(group_a.first(), Some(&"a1"), "group A in order: {got:?}");
+    assert!(group_a.windows(2).all(|w| w[0] < w[1]), "group A in order: {got:?}");
+    assert!(got.iter().any(|(b, _)| b == "b1"), "{got:?}");
+}
+
 /// A bare MQTT client over a `TcpStream` (packets built with the broker's codec for brevity).
 struct Mqtt {
     s: std::net::TcpStream,

@@ -655,6 +655,9 @@ impl Sqs {
         {
             // One long poll wakes for the whole batch (and takes it), not one per message.
             let _hold = q.hold_wakeups();
+            // The batch's records reach the log writer in one message; the one wait below
+            // covers them all.
+            let _log = self.broker.message_log().batch();
             for e in entries {
                 let id = entry_str(e, "Id").unwrap_or_default().to_string();
                 match self.prepare(&name, &attrs, e, max_size as usize).and_then(|p| self.publish(&name, p)) {
@@ -924,6 +927,8 @@ impl Sqs {
             let ds = if take == 0 {
                 Vec::new()
             } else {
+                // The delivered marks of the batch reach the log writer in one message.
+                let _log = self.broker.message_log().batch();
                 self.vhost.receive(&name, take, Some(deadline), &self.ctx).map_err(core_err)?.1
             };
             if !ds.is_empty() || q.is_deleted() || tokio::time::Instant::now() >= give_up {
@@ -1115,6 +1120,8 @@ impl Sqs {
         let (name, q) = self.queue_from_url(input)?;
         let entries = batch_entries(input, "DeleteMessageBatchRequestEntry", self.limits)?;
         let mut out = BatchOut { ok: Vec::with_capacity(entries.len()), failed: Vec::new() };
+        // The forgets of the acked messages reach the log writer in one message.
+        let _log = self.broker.message_log().batch();
         for e in entries {
             let id = entry_str(e, "Id").unwrap_or_default();
             match req_str(e, "ReceiptHandle").and_then(|h| self.delete_one(&name, &q, h)) {
