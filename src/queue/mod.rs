@@ -9,6 +9,7 @@
 
 pub mod config;
 mod groups;
+mod head;
 mod ready;
 pub mod state;
 #[cfg(test)]

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::iter::Peekable;
 use std::sync::Arc;
 
+use super::head::Head;
 use crate::store::log::Detached;
 use crate::time::Millis;
 
@@ -137,7 +138,7 @@ pub(crate) enum Taken<E> {
 /// The ready set; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct ReadySet<E> {
-    head: BTreeMap<ReadyKey, E>,
+    head: Head<E>,
     tails: BTreeMap<Reverse<u8>, Tail>,
     tail_live: usize,
     /// FIFO groups of tail records (only queues that use groups pay for this).
@@ -146,7 +147,7 @@ pub(crate) struct ReadySet<E> {
 
 impl<E> Default for ReadySet<E> {
     fn default() -> Self {
-        ReadySet { head: BTreeMap::new(), tails: BTreeMap::new(), tail_live: 0, groups: HashMap::new() }
+        ReadySet { head: Head::default(), tails: BTreeMap::new(), tail_live: 0, groups: HashMap::new() }
     }
 }
 
@@ -195,7 +196,7 @@ impl<E> ReadySet<E> {
 
     /// The first key in delivery order.
     pub(crate) fn first_key(&self) -> Option<ReadyKey> {
-        let head = self.head.keys().next().copied();
+        let head = self.head.first_key();
         let tail = self.tails.iter().next().and_then(|(p, t)| t.slots.front().map(|s| (*p, s.seq)));
         match (head, tail) {
             (Some(h), Some(t)) => Some(h.min(t)),
@@ -206,7 +207,7 @@ impl<E> ReadySet<E> {
     /// Every key in delivery order.
     pub(crate) fn keys(&self) -> impl Iterator<Item = ReadyKey> + '_ {
         let tails = self.tails.iter().flat_map(|(p, t)| t.slots.iter().filter(|s| !s.dead()).map(move |s| (*p, s.seq)));
-        Merge { a: self.head.keys().copied().peekable(), b: tails.peekable() }
+        Merge { a: self.head.keys().peekable(), b: tails.peekable() }
     }
 
     /// The head entry at `key`, if it is in the head.
@@ -216,12 +217,12 @@ impl<E> ReadySet<E> {
 
     /// True if `key` is in the head.
     pub(crate) fn in_head(&self, key: &ReadyKey) -> bool {
-        self.head.contains_key(key)
+        self.head.contains(key)
     }
 
     /// Take the message at `key` out.
     pub(crate) fn remove(&mut self, key: ReadyKey) -> Option<Taken<E>> {
-        if let Some(e) = self.head.remove(&key) {
+        if let Some(e) = self.head.remove(key) {
             return Some(Taken::Head(e));
         }
         let tail = self.tails.get_mut(&key.0)?;
@@ -285,9 +286,9 @@ impl<E> ReadySet<E> {
 }
 
 /// Merge two ascending key streams.
-struct Merge<A: Iterator<Item = ReadyKey>, B: Iterator<Item = ReadyKey>> {
-    a: Peekable<A>,
-    b: Peekable<B>,
+pub(crate) struct Merge<A: Iterator<Item = ReadyKey>, B: Iterator<Item = ReadyKey>> {
+    pub(crate) a: Peekable<A>,
+    pub(crate) b: Peekable<B>,
 }
 
 impl<A: Iterator<Item = ReadyKey>, B: Iterator<Item = ReadyKey>> Iterator for Merge<A, B> {
