@@ -101,9 +101,14 @@ async fn flow_body<B: Backend>(backend: &Arc<B>, plan: &Plan) -> anyhow::Result<
     let counters = Arc::new(Counters::new(start_ns + warmup_ns)?);
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Each consumer gives window room back in batches (one semaphore lock per batch, not per
+    // delivery); a batch is at most an eighth of its share of the window, so what the
+    // consumers hold back can never fill the window on its own.
+    let permit_batch = (permits / (8 * plan.consumers.max(1))).clamp(1, 64);
     let mut consumer_tasks = JoinSet::new();
     for consumer in consumers {
-        consumer_tasks.spawn(consume_loop(consumer, Arc::clone(&counters), inflight.clone(), stop_rx.clone()));
+        let window = inflight.clone().map(|sem| (sem, permit_batch));
+        consumer_tasks.spawn(consume_loop(consumer, Arc::clone(&counters), window, stop_rx.clone()));
     }
 
     let bar = progress_bar(plan);
@@ -198,6 +203,11 @@ impl ProducerJob {
     /// Waits for room in the in-flight window. `false` = the window stayed full too long.
     async fn reserve(&self) -> bool {
         let Some(sem) = &self.inflight else { return true };
+        // Room at once is the usual case: no timer, no clock read.
+        if let Ok(permit) = sem.try_acquire_many(self.copies) {
+            permit.forget();
+            return true;
+        }
         match tokio::time::timeout(STALL_TIMEOUT, sem.acquire_many(self.copies)).await {
             Ok(Ok(permit)) => {
                 permit.forget();
@@ -221,11 +231,14 @@ impl ProducerJob {
     async fn run_unpaced<P: Producer>(self, mut producer: P) {
         let mut payload = vec![0u8; self.size.max(STAMP_LEN)];
         let mut sent = 0u64;
+        // One clock read per message: the stamp, which the next round's end check reuses.
+        let mut now = stats::now_ns();
         loop {
-            if self.done(sent, stats::now_ns()) || !self.reserve().await {
+            if self.done(sent, now) || !self.reserve().await {
                 break;
             }
             let stamp = stats::now_ns();
+            now = stamp;
             stats::stamp(&mut payload, stamp);
             if let Err(err) = producer.send(&payload, &self.counters).await {
                 self.counters.on_error("producer", &format!("{err:#}"));
@@ -300,10 +313,12 @@ fn pace_until(due: u64) {
     }
 }
 
+/// Receives until `stop`; `inflight` is the window semaphore and how many permits to give
+/// back at a time.
 async fn consume_loop<C: Consumer>(
     mut consumer: C,
     counters: Arc<Counters>,
-    inflight: Option<Arc<Semaphore>>,
+    inflight: Option<(Arc<Semaphore>, usize)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tally = match ConsumerTally::new() {
@@ -313,15 +328,24 @@ async fn consume_loop<C: Consumer>(
             return;
         }
     };
+    let mut owed = 0usize;
     loop {
+        // A delivery that is already there is taken without polling `stop` (which would
+        // register and drop a waiter per message); `stop` is still checked after each one.
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
             got = consumer.recv() => match got {
                 Ok(Some(msg)) => {
                     tally.record(&counters, msg, stats::now_ns());
-                    if let Some(sem) = &inflight {
-                        sem.add_permits(1);
+                    if let Some((sem, batch)) = &inflight {
+                        owed += 1;
+                        if owed >= *batch {
+                            sem.add_permits(owed);
+                            owed = 0;
+                        }
+                    }
+                    if !matches!(stop.has_changed(), Ok(false)) {
+                        break;
                     }
                 }
                 Ok(None) => {
@@ -333,6 +357,7 @@ async fn consume_loop<C: Consumer>(
                     break;
                 }
             },
+            _ = stop.changed() => break,
         }
     }
     tally.finish(&counters);

@@ -82,10 +82,16 @@ pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 /// Counters shared by all producers and consumers of one run.
+///
+/// `repr(C)` with padding: the producers' counters and the consumers' live in separate
+/// cache lines. Sharing one line made every publish and every delivery pull it from the
+/// other core (false sharing), a cost the brokers' measurements paid for.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Counters {
     /// Start of the measured window (after warm-up), ns since [`epoch`].
     pub window_start_ns: u64,
+    _pad_a: [u64; 7],
     /// Messages handed to the client library, all of them.
     pub sent_total: AtomicU64,
     /// Messages sent inside the measured window.
@@ -96,6 +102,7 @@ pub struct Counters {
     pub confirmed: AtomicU64,
     /// Negative confirms (`basic.nack`) and other per-message failures.
     pub nacked: AtomicU64,
+    _pad_b: [u64; 3],
     /// Deliveries, all of them.
     pub received_total: AtomicU64,
     /// Deliveries of messages sent inside the measured window.
@@ -104,6 +111,7 @@ pub struct Counters {
     pub received_bytes: AtomicU64,
     /// Time of the last counted delivery, ns since [`epoch`].
     pub last_receive_ns: AtomicU64,
+    _pad_c: [u64; 4],
     /// Connection-level errors (each ends the producer or consumer that hit it).
     pub errors: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -116,15 +124,18 @@ impl Counters {
     pub fn new(window_start_ns: u64) -> anyhow::Result<Self> {
         Ok(Self {
             window_start_ns,
+            _pad_a: [0; 7],
             sent_total: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
+            _pad_b: [0; 3],
             received_total: AtomicU64::new(0),
             received: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             last_receive_ns: AtomicU64::new(0),
+            _pad_c: [0; 4],
             errors: AtomicU64::new(0),
             first_error: Mutex::new(None),
             latency: Mutex::new(new_histogram()?),
