@@ -82,9 +82,8 @@ pub async fn run_flow<B: Backend>(backend: Arc<B>, plan: &Plan) -> anyhow::Resul
 async fn flow_body<B: Backend>(backend: &Arc<B>, plan: &Plan) -> anyhow::Result<FlowOutcome> {
     let copies = plan.topology.layout.copies();
     let bounded = plan.consumers > 0 && plan.max_inflight > 0;
-    let permits =
-        usize::try_from(plan.max_inflight.saturating_mul(copies)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-    let inflight = bounded.then(|| Arc::new(Semaphore::new(permits)));
+    let window = usize::try_from(plan.max_inflight).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+    let inflight = bounded.then(|| Window::new(plan.topology.layout, plan.consumers, window));
 
     // Consumers first, so nothing published is missed.
     let mut consumers = Vec::with_capacity(plan.consumers);
@@ -101,14 +100,10 @@ async fn flow_body<B: Backend>(backend: &Arc<B>, plan: &Plan) -> anyhow::Result<
     let counters = Arc::new(Counters::new(start_ns + warmup_ns)?);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    // Each consumer gives window room back in batches (one semaphore lock per batch, not per
-    // delivery); a batch is at most an eighth of its share of the window, so what the
-    // consumers hold back can never fill the window on its own.
-    let permit_batch = (permits / (8 * plan.consumers.max(1))).clamp(1, 64);
     let mut consumer_tasks = JoinSet::new();
-    for consumer in consumers {
-        let window = inflight.clone().map(|sem| (sem, permit_batch));
-        consumer_tasks.spawn(consume_loop(consumer, Arc::clone(&counters), window, stop_rx.clone()));
+    for (i, consumer) in consumers.into_iter().enumerate() {
+        let room = inflight.as_ref().map(|w| w.consumer_room(i));
+        consumer_tasks.spawn(consume_loop(consumer, Arc::clone(&counters), room, stop_rx.clone()));
     }
 
     let bar = progress_bar(plan);
@@ -123,7 +118,6 @@ async fn flow_body<B: Backend>(backend: &Arc<B>, plan: &Plan) -> anyhow::Result<
         let job = ProducerJob {
             counters: Arc::clone(&counters),
             inflight: inflight.clone(),
-            copies: u32::try_from(copies).unwrap_or(u32::MAX),
             size: plan.size,
             start_ns,
             end_ns: if plan.count.is_some() { u64::MAX } else { end_ns },
@@ -188,11 +182,50 @@ async fn flow_body<B: Backend>(backend: &Arc<B>, plan: &Plan) -> anyhow::Result<
     })
 }
 
+/// The bound on messages published but not yet consumed.
+#[derive(Debug, Clone)]
+enum Window {
+    /// One count for every delivery of the run (consumers share one queue, or a fan-out
+    /// whose consumers do not map one to one onto the copies).
+    Shared { room: Arc<Semaphore>, copies: u32, batch: usize },
+    /// A fan-out: one count per subscriber, so none can fall more than the window behind
+    /// (a shared count let one slow subscriber lag by the whole of the others' room, past
+    /// what a broker keeps for an at-most-once subscriber).
+    PerConsumer { rooms: Vec<Arc<Semaphore>>, batch: usize },
+}
+
+impl Window {
+    /// `window` messages for `consumers` consumers. Consumers give room back in batches (one
+    /// semaphore lock per batch, not per delivery) of at most an eighth of their share of
+    /// the window, so what they hold back can never fill it on its own.
+    fn new(layout: Layout, consumers: usize, window: usize) -> Window {
+        let copies = layout.copies();
+        if copies > 1 && copies == consumers as u64 {
+            let rooms = (0..consumers).map(|_| Arc::new(Semaphore::new(window))).collect();
+            return Window::PerConsumer { rooms, batch: (window / 8).clamp(1, 64) };
+        }
+        let copies = usize::try_from(copies).unwrap_or(usize::MAX);
+        let permits = window.saturating_mul(copies).min(Semaphore::MAX_PERMITS);
+        Window::Shared {
+            room: Arc::new(Semaphore::new(permits)),
+            copies: u32::try_from(copies).unwrap_or(u32::MAX),
+            batch: (permits / (8 * consumers.max(1))).clamp(1, 64),
+        }
+    }
+
+    /// The semaphore consumer `i` gives room back to, and how many permits at a time.
+    fn consumer_room(&self, i: usize) -> (Arc<Semaphore>, usize) {
+        match self {
+            Window::Shared { room, batch, .. } => (Arc::clone(room), *batch),
+            Window::PerConsumer { rooms, batch } => (Arc::clone(&rooms[i % rooms.len()]), *batch),
+        }
+    }
+}
+
 /// Everything one producer needs besides its connection.
 struct ProducerJob {
     counters: Arc<Counters>,
-    inflight: Option<Arc<Semaphore>>,
-    copies: u32,
+    inflight: Option<Window>,
     size: usize,
     start_ns: u64,
     end_ns: u64,
@@ -202,13 +235,28 @@ struct ProducerJob {
 impl ProducerJob {
     /// Waits for room in the in-flight window. `false` = the window stayed full too long.
     async fn reserve(&self) -> bool {
-        let Some(sem) = &self.inflight else { return true };
+        match &self.inflight {
+            None => true,
+            Some(Window::Shared { room, copies, .. }) => self.take_room(room, *copies).await,
+            Some(Window::PerConsumer { rooms, .. }) => {
+                for room in rooms {
+                    if !self.take_room(room, 1).await {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Takes `n` permits of `room`, waiting at most [`STALL_TIMEOUT`].
+    async fn take_room(&self, room: &Semaphore, n: u32) -> bool {
         // Room at once is the usual case: no timer, no clock read.
-        if let Ok(permit) = sem.try_acquire_many(self.copies) {
+        if let Ok(permit) = room.try_acquire_many(n) {
             permit.forget();
             return true;
         }
-        match tokio::time::timeout(STALL_TIMEOUT, sem.acquire_many(self.copies)).await {
+        match tokio::time::timeout(STALL_TIMEOUT, room.acquire_many(n)).await {
             Ok(Ok(permit)) => {
                 permit.forget();
                 true
