@@ -51,9 +51,10 @@ use switchyard::{
 
 use crate::config::AwsConfig;
 use crate::error::{AwsError, json_error};
-use crate::md5::{AttrValue, attributes_md5, md5_hex};
+use crate::md5::{AttrValue, attributes_md5};
 use attempts::Attempts;
 use limits::Limits;
+use md5::Md5;
 use wire::{BatchInput, BatchOut, BodyText, Input, JsonOut, ReceiveOut, ReceivedMsg, Sent};
 
 /// The `X-Amz-Target` prefix of SQS actions.
@@ -782,7 +783,7 @@ impl Sqs {
 
     /// Publishes a prepared message to `queue` through the default exchange.
     fn publish(&self, queue: &str, p: Prepared) -> Res<(Sent, Option<switchyard::store::Lsn>)> {
-        let body_md5 = md5_hex(p.body.as_bytes());
+        let body_md5 = lower_hex(&Md5::digest(p.body.as_bytes()));
         let attrs_md5 = attributes_md5(p.attributes.iter());
         let now = now_ms();
         if let Some(id) = &p.dedup_key {
@@ -999,7 +1000,7 @@ impl Sqs {
         };
         let md5_body = match cached.and_then(|h| cached_body_md5(h, &m.body)) {
             Some(md5) => md5.to_string(),
-            None => md5_hex(body.as_str().as_bytes()),
+            None => lower_hex(&Md5::digest(body.as_str().as_bytes())),
         };
         let header_text = |name: &str| m.properties.header(name).and_then(FieldValue::as_str).map(str::to_string);
         let all = system.iter().any(|s| s == "All");
@@ -1377,6 +1378,17 @@ fn batch_error(id: &str, err: &AwsError) -> Value {
 }
 
 /// A random message id shaped like a UUID (8-4-4-4-12 lower-case hex digits).
+/// Lower-case hex of `bytes` (the `hex` crate's encoder goes through a `char` iterator).
+fn lower_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
 fn new_message_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let b: [u8; 16] = rand::random();
@@ -1737,13 +1749,14 @@ fn batch_entries<'a, B: BatchInput>(input: &'a B, entry_name: &str, limits: &Lim
     if entries.len() > limits.max_batch {
         return Err(AwsError::TooManyEntriesInBatchRequest(entries.len()));
     }
-    let mut seen = std::collections::HashSet::new();
-    for e in entries {
+    // Batches are small (at most `max_batch`, 10 as in AWS): each id is compared with the
+    // ones before it, without hashing or allocating.
+    for (i, e) in entries.iter().enumerate() {
         let id = entry_str(e, "Id").ok_or_else(|| AwsError::MissingParameter("Id".into()))?;
         if id.is_empty() || id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(AwsError::InvalidBatchEntryId);
         }
-        if !seen.insert(id) {
+        if entries[..i].iter().any(|earlier| entry_str(earlier, "Id") == Some(id)) {
             return Err(AwsError::BatchEntryIdsNotDistinct(id.to_string()));
         }
     }
@@ -1789,6 +1802,14 @@ fn string_map(v: Option<&Value>, key: &str) -> Res<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::md5::md5_hex;
+
+    #[test]
+    fn lower_hex_of_an_md5_equals_md5_hex() {
+        for body in [&b""[..], b"hello", &[0xff; 1000]] {
+            assert_eq!(lower_hex(&Md5::digest(body)), md5_hex(body));
+        }
+    }
 
     #[test]
     fn a_cached_body_md5_is_used_only_for_the_body_it_was_computed_from() {
