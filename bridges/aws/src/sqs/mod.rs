@@ -108,7 +108,11 @@ const BODY_MD5_HEADER: &str = "x-sqs-body-md5";
 
 /// The [`BODY_MD5_HEADER`] value for `body` whose MD5 is `md5`.
 fn body_md5_header(md5: &str, body: &[u8]) -> String {
-    format!("{md5}:{:08x}", crc32c::crc32c(body))
+    let mut out = String::with_capacity(md5.len() + 9);
+    out.push_str(md5);
+    out.push(':');
+    push_hex(&mut out, &crc32c::crc32c(body).to_be_bytes());
+    out
 }
 
 /// The MD5 a [`BODY_MD5_HEADER`] value holds, if it was computed over `body`.
@@ -1380,13 +1384,15 @@ fn batch_error(id: &str, err: &AwsError) -> Value {
 /// A random message id shaped like a UUID (8-4-4-4-12 lower-case hex digits).
 /// Lower-case hex of `bytes` (the `hex` crate's encoder goes through a `char` iterator).
 fn lower_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+/// Append the lower-case hex of `bytes` to `out`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend(bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]));
 }
 
 fn new_message_id() -> String {
@@ -1808,6 +1814,14 @@ mod tests {
     fn lower_hex_of_an_md5_equals_md5_hex() {
         for body in [&b""[..], b"hello", &[0xff; 1000]] {
             assert_eq!(lower_hex(&Md5::digest(body)), md5_hex(body));
+        }
+    }
+
+    #[test]
+    fn the_body_md5_header_is_md5_colon_crc32c_in_8_hex_digits() {
+        for body in [&b""[..], b"hello", &[7; 1000]] {
+            let md5 = md5_hex(body);
+            assert_eq!(body_md5_header(&md5, body), format!("{md5}:{:08x}", crc32c::crc32c(body)));
         }
     }
 
