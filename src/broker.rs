@@ -27,9 +27,6 @@ struct Shared {
     log: MessageLog,
 }
 
-/// Size at which the message log starts a new segment.
-const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
-
 /// The running broker core. Dropping it without [`Broker::shutdown`] loses nothing
 /// durable, but skips the final flush.
 #[derive(Debug)]
@@ -61,7 +58,7 @@ impl Broker {
             SyncMode::Batch => SyncPolicy::Batch(std::time::Duration::from_millis(config.sync_batch_ms)),
         };
         let log_dir = config.data_dir.join("messages");
-        let (log, recovery) = MessageLog::open_deferred(&log_dir, policy, SEGMENT_SIZE)
+        let (log, recovery) = MessageLog::open_deferred(&log_dir, policy, config.log_segment_bytes)
             .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
         let persistence = Persistence {
             log: log.clone(),

@@ -37,6 +37,10 @@ pub struct CoreConfig {
     /// Bytes of ready message bodies one queue keeps in memory; beyond that, new
     /// messages are paged to the message log and only a small index stays in memory.
     pub queue_resident_bytes: u64,
+    /// Size of one message log segment file, in bytes (64 MiB; 4 KiB at least). Smaller
+    /// segments are reclaimed sooner once their messages are settled; the crash tests use
+    /// small ones so that kills land across segment rollovers and prepared segments.
+    pub log_segment_bytes: u64,
 }
 
 /// The fsync policy for persistent messages.
@@ -62,6 +66,7 @@ impl Default for CoreConfig {
             sync: SyncMode::Always,
             sync_batch_ms: 10,
             queue_resident_bytes: 64 * 1024 * 1024,
+            log_segment_bytes: 64 * 1024 * 1024,
             disk_free_limit: 50_000_000,
         }
     }

@@ -26,6 +26,18 @@ fn body(id: u64) -> Vec<u8> {
     b
 }
 
+/// The highest segment number among the message log's files (`NNNNNNNNNN.*`).
+fn newest_segment(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
 fn check_body(b: &[u8]) -> u64 {
     assert!(b.len() >= 8, "body too short: {} bytes", b.len());
     let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
@@ -66,7 +78,9 @@ async fn publisher(url: String, first_id: u64, confirmed: Arc<Mutex<Vec<u64>>>) 
 #[tokio::test]
 async fn confirmed_messages_survive_repeated_sigkill() {
     let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let mut broker = Broker::start();
+    // Small log segments (32 KiB): the kills then land across segment rollovers, prepared
+    // (pre-zeroed) segments being renamed into place and overwritten, and segment cuts.
+    let mut broker = Broker::start_with("[broker]\nlog_segment_bytes = 32768\n", &[]);
     {
         let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.expect("connect");
         let ch = conn.create_channel().await.expect("channel");
@@ -76,6 +90,7 @@ async fn confirmed_messages_survive_repeated_sigkill() {
     let confirmed = Arc::new(Mutex::new(Vec::new()));
     let mut delivered: HashSet<u64> = HashSet::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut last_segment = 0;
     for round in 0..kills {
         let url = broker.amqp_url();
         let tasks: Vec<_> = (0..PUBLISHERS)
@@ -89,6 +104,7 @@ async fn confirmed_messages_survive_repeated_sigkill() {
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(30 + seed % 250)).await;
         broker.kill();
+        last_segment = last_segment.max(newest_segment(&broker.data_dir().join("messages")));
         // A publisher whose connection died must end; lapin has been seen to leave a confirm
         // future pending forever after a SIGKILL (1 round in ~120), so give up on it after
         // 10 s. Only acked ids were recorded, so dropping it loses nothing confirmed.
@@ -130,5 +146,11 @@ async fn confirmed_messages_survive_repeated_sigkill() {
     assert!(!confirmed.is_empty(), "no publish was ever confirmed");
     let lost: Vec<_> = confirmed.iter().filter(|id| !delivered.contains(id)).take(10).collect();
     assert!(lost.is_empty(), "confirmed but never delivered (first 10): {lost:?} of {} confirmed", confirmed.len());
-    eprintln!("crash loop: {kills} kills, {} confirmed, {} delivered", confirmed.len(), delivered.len());
+    // The run must have crossed many segments (else the small segment size did not apply).
+    assert!(last_segment > kills as u64, "only {last_segment} segments for {kills} kills");
+    eprintln!(
+        "crash loop: {kills} kills, {} confirmed, {} delivered, last segment {last_segment}",
+        confirmed.len(),
+        delivered.len()
+    );
 }
