@@ -176,29 +176,18 @@ impl Head {
 
     /// Send `cmd` now, behind whatever is held back.
     fn send_now(&mut self, cmd: Cmd) -> Result<(), LogError> {
-        let cmd = if self.pending.is_empty() {
-            cmd
-        } else {
-            let mut all = std::mem::take(&mut self.pending);
-            all.push(cmd);
-            Cmd::Many(all)
-        };
-        self.tx.send(cmd).map_err(|_| LogError::Failed)
+        self.pending.push(cmd);
+        self.flush()
     }
 
-    /// Send whatever is held back.
+    /// Send whatever is held back: one command as it is, several as one [`Cmd::Many`].
     fn flush(&mut self) -> Result<(), LogError> {
-        match self.pending.len() {
-            0 => Ok(()),
-            1 => {
-                let cmd = self.pending.pop().ok_or(LogError::Failed)?;
-                self.tx.send(cmd).map_err(|_| LogError::Failed)
-            }
-            _ => {
-                let all = std::mem::take(&mut self.pending);
-                self.tx.send(Cmd::Many(all)).map_err(|_| LogError::Failed)
-            }
-        }
+        let cmd = match self.pending.len() {
+            0 => return Ok(()),
+            1 => self.pending.pop(),
+            _ => Some(Cmd::Many(std::mem::take(&mut self.pending))),
+        };
+        cmd.map_or(Ok(()), |cmd| self.tx.send(cmd).map_err(|_| LogError::Failed))
     }
 
     /// Where the record a handle knows as `at` is now: (generation, offset).

@@ -45,7 +45,7 @@ fn is_internal(name: &str) -> bool {
 ///
 /// `publisher` is the client id to record for No Local, if needed.
 pub fn to_message(p: &Publish, exchange: &str, publisher: Option<&str>) -> Message {
-    to_message_with_key(p, exchange, publisher, to_routing_key(&p.topic).as_str().into())
+    to_message_with_key(p, exchange, publisher, to_routing_key(&p.topic).into())
 }
 
 /// [`to_message`] with the routing key already converted from `p.topic` (a session keeps the

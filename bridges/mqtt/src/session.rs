@@ -941,7 +941,7 @@ impl Session {
         {
             return key.clone();
         }
-        let key = CompactString::from(to_routing_key(topic).as_str());
+        let key = CompactString::from(to_routing_key(topic));
         match &mut self.last_key {
             Some((cached_topic, cached)) => {
                 cached_topic.clear();

@@ -51,10 +51,9 @@ use switchyard::{
 
 use crate::config::AwsConfig;
 use crate::error::{AwsError, json_error};
-use crate::md5::{AttrValue, attributes_md5};
+use crate::md5::{AttrValue, attributes_md5, md5_hex, push_hex};
 use attempts::Attempts;
 use limits::Limits;
-use md5::Md5;
 use wire::{BatchInput, BatchOut, BodyText, Input, JsonOut, ReceiveOut, ReceivedMsg, Sent};
 
 /// The `X-Amz-Target` prefix of SQS actions.
@@ -787,7 +786,7 @@ impl Sqs {
 
     /// Publishes a prepared message to `queue` through the default exchange.
     fn publish(&self, queue: &str, p: Prepared) -> Res<(Sent, Option<switchyard::store::Lsn>)> {
-        let body_md5 = lower_hex(&Md5::digest(p.body.as_bytes()));
+        let body_md5 = md5_hex(p.body.as_bytes());
         let attrs_md5 = attributes_md5(p.attributes.iter());
         let now = now_ms();
         if let Some(id) = &p.dedup_key {
@@ -1004,7 +1003,7 @@ impl Sqs {
         };
         let md5_body = match cached.and_then(|h| cached_body_md5(h, &m.body)) {
             Some(md5) => md5.to_string(),
-            None => lower_hex(&Md5::digest(body.as_str().as_bytes())),
+            None => md5_hex(body.as_str().as_bytes()),
         };
         let header_text = |name: &str| m.properties.header(name).and_then(FieldValue::as_str).map(str::to_string);
         let all = system.iter().any(|s| s == "All");
@@ -1382,19 +1381,6 @@ fn batch_error(id: &str, err: &AwsError) -> Value {
 }
 
 /// A random message id shaped like a UUID (8-4-4-4-12 lower-case hex digits).
-/// Lower-case hex of `bytes` (the `hex` crate's encoder goes through a `char` iterator).
-fn lower_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 * bytes.len());
-    push_hex(&mut s, bytes);
-    s
-}
-
-/// Append the lower-case hex of `bytes` to `out`.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend(bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]));
-}
-
 fn new_message_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let b: [u8; 16] = rand::random();
@@ -1808,14 +1794,6 @@ fn string_map(v: Option<&Value>, key: &str) -> Res<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::md5::md5_hex;
-
-    #[test]
-    fn lower_hex_of_an_md5_equals_md5_hex() {
-        for body in [&b""[..], b"hello", &[0xff; 1000]] {
-            assert_eq!(lower_hex(&Md5::digest(body)), md5_hex(body));
-        }
-    }
 
     #[test]
     fn the_body_md5_header_is_md5_colon_crc32c_in_8_hex_digits() {
