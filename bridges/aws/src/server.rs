@@ -55,6 +55,8 @@ fn router(services: Arc<Services>) -> Router {
 /// Routes one request: `X-Amz-Target` first (JSON protocols), then the query protocol
 /// (a form with `Action`, answered in XML; SQS is the only query service so far).
 async fn dispatch(State(services): State<Arc<Services>>, req: Request) -> Response {
+    // A busy HTTP worker still lets the connections waiting on its turn write (see handover).
+    switchyard_kit::handover::wake_waiting();
     let (parts, body) = req.into_parts();
     let target = header(&parts.headers, "x-amz-target").map(str::to_string);
     let body = match read_body(body, services.max_body_bytes).await {

@@ -1,8 +1,11 @@
 //! Plumbing every TCP front-end needs and no protocol owns: an accept loop with
 //! a connection limit, accept-error backoff, one task per connection, and a
-//! bounded graceful shutdown. It names no protocol and knows nothing of the core.
+//! bounded graceful shutdown; and the [`handover`] that lets a connection write its
+//! acks after the deliveries it caused. It names no protocol and knows nothing of the core.
 
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod handover;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,7 +82,8 @@ where
         let _ = stream.set_nodelay(true);
         // Boxed: an async block that captures a future and awaits it keeps room for it twice
         // (the captured value and the awaited state), which doubled every idle connection's cost.
-        let conn = Box::pin(handle(stream, peer, shutdown.child_token()));
+        // `drains`: each turn of a connection lets the connections waiting on it write.
+        let conn = handover::drains(Box::pin(handle(stream, peer, shutdown.child_token())));
         tracker.spawn(async move {
             conn.await;
             drop(permit);

@@ -260,6 +260,12 @@ where
     let mut busy = false;
     let mut read_room = READ_CHUNK;
     loop {
+        if std::mem::take(&mut session.routed) && !session.out.is_empty() {
+            // This turn's PUBLISHes woke their subscribers' tasks; their deliveries go out
+            // before this connection's acks, as in a broker that writes to the subscriber
+            // before it answers the publisher.
+            switchyard_kit::handover::after_local_turns().await;
+        }
         if !session.out.is_empty() {
             // A connection that writes more than a quiet one keeps its write buffer.
             let busy_writer = session.out.len() > IDLE_BUFFER / 4;

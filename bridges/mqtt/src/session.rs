@@ -197,6 +197,9 @@ pub(crate) struct Session {
     pending_acks: VecDeque<PendingAck>,
     pub(crate) synced: Lsn,
     pub(crate) retained_durable: u64,
+    /// A PUBLISH since the last write reached a queue, so a subscriber's task may be waiting
+    /// to write its delivery (the connection then writes its own packets after it).
+    pub(crate) routed: bool,
     /// A No Local subscription exists: published messages carry the client id.
     no_local: bool,
     pub(crate) will: Option<Will>,
@@ -266,6 +269,7 @@ impl Session {
             pending_acks: VecDeque::new(),
             synced,
             retained_durable: 0,
+            routed: false,
             no_local: false,
             will: c.will.clone(),
             problem_info: c.properties.request_problem_information != Some(0),
@@ -542,6 +546,7 @@ impl Session {
                 return self.refuse_publish(&p, core_reason(&e), core_text(&e));
             }
         };
+        self.routed |= outcome.routed;
         if p.qos == QoS::AtMostOnce {
             return Ok(());
         }

@@ -50,11 +50,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "starting switchyard"
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("switchyard")
-        .build()
-        .context("starting the tokio runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("switchyard");
+    // A publishing connection writes its acks after the deliveries it caused (see handover).
+    switchyard_kit::handover::install(&mut builder);
+    let runtime = builder.build().context("starting the tokio runtime")?;
     runtime.block_on(app::run(loaded.config))
 }
 
