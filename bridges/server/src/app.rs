@@ -173,17 +173,16 @@ fn ws_handlers(
     let stomp_broker = broker.handle();
     let stomp_cfg = std::sync::Arc::new(cfg.stomp.clone());
     let stomp: StreamHandler = std::sync::Arc::new(move |stream: &mut WsByteStream, peer, token| {
-        Box::pin(switchyard_kit::handover::drains(Box::pin(switchyard_stomp::serve_connection(
+        Box::pin(switchyard_stomp::serve_connection(
             stream,
             peer,
             stomp_broker.clone(),
             std::sync::Arc::clone(&stomp_cfg),
             token,
-        ))))
+        ))
     });
     let mqtt: StreamHandler = std::sync::Arc::new(move |stream: &mut WsByteStream, peer, token| {
-        let conn = switchyard_mqtt::serve_connection(stream, peer, std::sync::Arc::clone(&mqtt_shared), token);
-        Box::pin(switchyard_kit::handover::drains(Box::pin(conn)))
+        Box::pin(switchyard_mqtt::serve_connection(stream, peer, std::sync::Arc::clone(&mqtt_shared), token))
     });
     Handlers { stomp, mqtt }
 }

@@ -319,7 +319,8 @@ fn upgrade(
             let idle = Duration::from_secs(cfg.idle_timeout.max(1));
             let mut stream = WsByteStream::new(socket, framing, ping, idle);
             tracing::debug!(%peer, ?proto, "websocket connection accepted");
-            handler(&mut stream, peer, token.clone()).await;
+            // `drains`: each turn of the connection lets the connections waiting on it write.
+            switchyard_kit::handover::drains(handler(&mut stream, peer, token.clone())).await;
             let (code, reason) =
                 if token.is_cancelled() { (close_code::AWAY, "server shutdown") } else { stream.close_frame() };
             stream.close(code, reason, CLOSE_WAIT).await;
