@@ -681,3 +681,22 @@ fn keep_alive_timeout_closes_the_connection() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5), "{waited:?}");
 }
+
+#[test]
+fn packets_within_keep_alive_keep_the_connection_open() {
+    // The broker's keep-alive timer moves on only when it fires: a client that keeps pinging
+    // within 1.5 keep-alive periods outlives several of them, and is closed once it stops.
+    let broker = Broker::start();
+    let mut c = Client::connect_packet(Protocol::V5, &unique("ka-live"), true);
+    c.keep_alive = 1;
+    let (mut cl, _, _, _) = Client::connect_with(&broker, c);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        std::thread::sleep(Duration::from_millis(400));
+        cl.ping();
+    }
+    let silent = Instant::now();
+    assert_eq!(cl.expect_closed(), Some(0x8D));
+    let waited = silent.elapsed();
+    assert!(waited >= Duration::from_millis(1000) && waited < Duration::from_secs(5), "{waited:?}");
+}

@@ -623,6 +623,11 @@ impl Channel {
         Ok(outcome.lsn)
     }
 
+    /// Confirms or a commit-ok wait for the message log to reach their writes.
+    pub(crate) fn waits_for_sync(&self) -> bool {
+        self.commit_ok_after.is_some() || self.confirms.as_ref().is_some_and(|c| !c.deferred.is_empty())
+    }
+
     /// Move acks whose messages are now durable (LSN <= `st.synced`) into the coalesced
     /// run that [`Channel::flush_confirms`] sends; send a deferred commit-ok likewise.
     pub(crate) fn release_confirms(&mut self, st: &mut ConnState) {

@@ -135,10 +135,15 @@ impl Conn {
         let mut synced = self.broker.message_log().synced();
         let handshake_deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout.max(1));
         let mut close_deadline: Option<Instant> = None;
+        let mut shutdown_seen = false;
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once and polled in place: building and dropping it every turn registered it
+        // with the token's notifier again.
+        let stopped = shutdown.cancelled();
+        tokio::pin!(stopped);
         loop {
             if !self.out.buf.is_empty() {
                 stream.write_all_buf(&mut self.out.buf).await?;
@@ -166,7 +171,8 @@ impl Conn {
             let paused = self.published && *blocked.borrow() && self.phase == Phase::Running;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if self.phase != Phase::Closing => {
+                _ = &mut stopped, if self.phase != Phase::Closing && !shutdown_seen => {
+                    shutdown_seen = true;
                     self.close_reason = CloseReason::Shutdown;
                     self.start_close(AmqpError::connection(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"));
                 }
@@ -199,13 +205,16 @@ impl Conn {
                         }
                     }
                 }
-                changed = synced.changed() => {
+                // The log's fsyncs matter only to confirms and commits waiting for one; the
+                // alarm only to a connection that publishes (RabbitMQ, too, blocks and tells
+                // only publishers).
+                changed = synced.changed(), if self.waits_for_sync() => {
                     if changed.is_ok() {
                         let now_synced = *synced.borrow_and_update();
                         self.release_confirms(now_synced);
                     }
                 }
-                changed = blocked.changed() => {
+                changed = blocked.changed(), if self.published => {
                     if changed.is_ok() {
                         self.on_alarm_change(*blocked.borrow());
                     }
@@ -689,6 +698,11 @@ impl Conn {
         append_out(&mut self.out.buf, &mut st.out.buf);
     }
 
+    /// Confirms or a commit wait for the message log's next fsync.
+    fn waits_for_sync(&self) -> bool {
+        self.channels.values().any(Channel::waits_for_sync)
+    }
+
     fn flush_confirms(&mut self) {
         let Some(st) = self.state.as_mut() else { return };
         for ch in self.channels.values_mut() {
@@ -784,6 +798,11 @@ impl Channels {
     }
 
     /// The open channels: the table's in id order, then the rest.
+    fn values(&self) -> impl Iterator<Item = &Channel> {
+        self.slots.iter().filter_map(|s| s.as_deref()).chain(self.high.values())
+    }
+
+    /// The open channels, as [`Channels::values`], to change.
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
         self.slots.iter_mut().filter_map(|s| s.as_deref_mut()).chain(self.high.values_mut())
     }

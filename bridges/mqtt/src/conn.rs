@@ -136,7 +136,8 @@ where
             return CloseReason::ConnectRefused;
         }
     };
-    let kick = CancellationToken::new();
+    // A child of `shutdown`, so the main loop waits on one token for both ends.
+    let kick = shutdown.child_token();
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let (slot, previous) = shared.attach(accepted.vhost.name(), &accepted.client_id, connection, kick.clone(), done_rx);
     if let Some(prev) = previous {
@@ -256,6 +257,14 @@ where
     // MQTT-3.1.2-24: one and a half keep-alive periods without a packet end the connection.
     let timeout = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let mut last_read = Instant::now();
+    // The waits that outlive a turn are made once and polled in place: building and dropping
+    // them every turn registered and unregistered each with its notifier, a fifth of the
+    // broker's instructions per message. `kick` is a child of `shutdown`, so one wait covers
+    // both; the keep-alive timer is moved on only when it fires, not on every read.
+    let stopped = kick.cancelled();
+    tokio::pin!(stopped);
+    let keep_alive_timer = tokio::time::sleep_until(last_read + timeout.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(keep_alive_timer);
     let mut published = false;
     let mut busy = false;
     let mut read_room = READ_CHUNK;
@@ -285,12 +294,15 @@ where
         if let Some(rx) = session.new_events.take() {
             *events = Some(rx);
         }
-        let paused = published && *blocked.borrow();
-        let keep_alive_deadline = timeout.map(|t| last_read + t);
+        // The alarm is watched only while it pauses this connection: a publisher that is not
+        // paused looks at it again after each turn.
+        let paused = published && *blocked.borrow_and_update();
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Exit::Closed(CloseReason::Shutdown),
-            _ = kick.cancelled() => return Exit::Closed(CloseReason::TakenOver),
+            _ = &mut stopped => {
+                let reason = if shutdown.is_cancelled() { CloseReason::Shutdown } else { CloseReason::TakenOver };
+                return Exit::Closed(reason);
+            }
             read = read_some(stream, buf, if busy { read_room } else { QUIET_CHUNK }) , if !paused => {
                 let read = match read {
                     Ok(0) | Err(_) => return Exit::Closed(CloseReason::PeerGone),
@@ -355,14 +367,18 @@ where
                     session.release_acks();
                 }
             }
-            changed = blocked.changed() => {
+            changed = blocked.changed(), if paused => {
                 if changed.is_err() {
                     return Exit::Closed(CloseReason::ServerError);
                 }
             }
-            _ = sleep_until_opt(keep_alive_deadline) => {
-                tracing::debug!(client = %session.client_id, "keep alive timeout");
-                return Exit::Closed(CloseReason::KeepAliveTimeout);
+            () = &mut keep_alive_timer, if timeout.is_some() => {
+                let due = last_read + timeout.unwrap_or_default();
+                if Instant::now() >= due {
+                    tracing::debug!(client = %session.client_id, "keep alive timeout");
+                    return Exit::Closed(CloseReason::KeepAliveTimeout);
+                }
+                keep_alive_timer.as_mut().reset(due);
             }
         }
     }
@@ -387,13 +403,6 @@ async fn wait_retained(rx: &mut tokio::sync::watch::Receiver<u64>) -> Option<u64
 async fn recv_opt(events: &mut Option<mpsc::UnboundedReceiver<ConsumerEvent>>) -> Option<ConsumerEvent> {
     match events {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -103,6 +103,13 @@ impl Conn {
         let started = Instant::now();
         let mut last_read = started;
         let mut last_write = started;
+        // The waits that outlive a turn are made once and polled in place (building and
+        // dropping them every turn registered each with its notifier again). The timer is
+        // moved only when a turn needs it sooner, or after it fired.
+        let stopped = shutdown.cancelled();
+        tokio::pin!(stopped);
+        let timer = tokio::time::sleep_until(started + handshake);
+        tokio::pin!(timer);
         loop {
             if !self.session.out.is_empty() {
                 stream.write_all_buf(&mut self.session.out).await?;
@@ -126,10 +133,17 @@ impl Conn {
                 let d = last_write + Duration::from_millis(send_every);
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
-            let paused = self.session.published && *blocked.borrow();
+            if let Some(d) = deadline
+                && (timer.is_elapsed() || d < timer.deadline())
+            {
+                timer.as_mut().reset(d);
+            }
+            // The alarm and the log's fsyncs are watched only while they matter to this
+            // connection: while the alarm pauses it, and while receipts wait for an fsync.
+            let paused = self.session.published && *blocked.borrow_and_update();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut stopped => {
                     self.fail(StompError::new("Server shutdown", "The broker is shutting down\n"), None);
                     self.close = Some(CloseReason::Shutdown);
                 }
@@ -150,7 +164,7 @@ impl Conn {
                         }
                     }
                 }
-                changed = synced.changed(), if synced_live => {
+                changed = synced.changed(), if synced_live && self.session.waits_for_sync() => {
                     if changed.is_ok() {
                         let now_synced = *synced.borrow_and_update();
                         self.session.release_receipts(now_synced);
@@ -162,10 +176,10 @@ impl Conn {
                         synced_live = false;
                     }
                 }
-                changed = blocked.changed(), if blocked_live => {
+                changed = blocked.changed(), if blocked_live && paused => {
                     blocked_live = changed.is_ok();
                 }
-                _ = sleep_until(deadline) => {
+                () = &mut timer, if deadline.is_some() => {
                     let now = Instant::now();
                     if !self.session.is_connected() && now >= started + handshake {
                         tracing::debug!(connection = self.id, "no CONNECT within the handshake timeout");
@@ -238,13 +252,6 @@ impl Conn {
         tracing::debug!(connection = self.id, message = %e.message, detail = %e.detail.trim_end(), "stomp error");
         self.session.send_error(&e, receipt);
         self.close = Some(CloseReason::ProtocolError);
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

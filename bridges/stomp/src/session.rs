@@ -200,6 +200,11 @@ impl Session {
         self.disconnecting && self.deferred_receipts.is_empty()
     }
 
+    /// Receipts wait for the message log's next fsync.
+    pub fn waits_for_sync(&self) -> bool {
+        !self.deferred_receipts.is_empty()
+    }
+
     /// The message log reached `synced`: send the receipts that were waiting for it.
     pub fn release_receipts(&mut self, synced: Lsn) {
         self.synced = self.synced.max(synced);
