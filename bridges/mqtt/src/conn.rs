@@ -263,6 +263,7 @@ where
     // both; the keep-alive timer is moved on only when it fires, not on every read.
     let stopped = kick.cancelled();
     tokio::pin!(stopped);
+    // Without a keep-alive the timer is never polled; the hour only fills its place.
     let keep_alive_timer = tokio::time::sleep_until(last_read + timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(keep_alive_timer);
     let mut published = false;
