@@ -135,7 +135,6 @@ impl Conn {
         let mut synced = self.broker.message_log().synced();
         let handshake_deadline = Instant::now() + Duration::from_secs(self.cfg.handshake_timeout.max(1));
         let mut close_deadline: Option<Instant> = None;
-        let mut shutdown_seen = false;
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -171,8 +170,9 @@ impl Conn {
             let paused = self.published && *blocked.borrow() && self.phase == Phase::Running;
             tokio::select! {
                 biased;
-                _ = &mut stopped, if self.phase != Phase::Closing && !shutdown_seen => {
-                    shutdown_seen = true;
+                // Once it fired, `start_close` leaves the phase Closing or Done, so it is not
+                // polled again.
+                _ = &mut stopped, if self.phase != Phase::Closing => {
                     self.close_reason = CloseReason::Shutdown;
                     self.start_close(AmqpError::connection(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"));
                 }
