@@ -68,6 +68,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     };
 
     let shutdown = CancellationToken::new();
+    crate::reclaim::spawn(std::sync::Arc::clone(broker.handle().memory()), shutdown.child_token());
     let mut listeners: JoinSet<ListenerExit> = JoinSet::new();
     let mut addrs: BTreeMap<&'static str, SocketAddr> = BTreeMap::new();
 

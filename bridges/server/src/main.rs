@@ -4,11 +4,12 @@
 //! This is the only crate that depends on every bridge, and the only one that reads files,
 //! environment variables and flags (style guide §2.1, §2.6); the libraries take values.
 //! Modules: [`cli`] (flags), [`config`] (file → env → flags, validation), [`app`] (startup,
-//! ready line, shutdown), [`signal`] (SIGINT/SIGTERM).
+//! ready line, shutdown), [`signal`] (SIGINT/SIGTERM), [`reclaim`] (freed heap back to the system).
 
 mod app;
 mod cli;
 mod config;
+mod reclaim;
 mod signal;
 
 use std::io::IsTerminal;
