@@ -60,6 +60,9 @@ impl Broker {
         let log_dir = config.data_dir.join("messages");
         let (log, recovery) = MessageLog::open_deferred(&log_dir, policy, config.log_segment_bytes)
             .map_err(|e| OpenError::Definitions(format!("message log in {}: {e}", log_dir.display())))?;
+        // A disk that falls behind blocks publishers instead of letting records pile up in memory.
+        let alarm = Arc::clone(&memory);
+        log.on_backlog(Box::new(move |on| alarm.set_log_alarm(on)));
         let persistence = Persistence {
             log: log.clone(),
             data_dir: config.data_dir.clone(),

@@ -1,7 +1,9 @@
 //! Resource alarms that block publishers, as RabbitMQ's do: the memory
-//! high-watermark (message bodies charge a shared counter while alive) and the
-//! disk-free limit (checked periodically on the data directory). Publishers are
-//! blocked while either alarm is on.
+//! high-watermark (message bodies charge a shared counter while alive), the
+//! disk-free limit (checked periodically on the data directory) and the message
+//! log's write backlog (records waiting in memory for a disk that fell behind; the
+//! log reports it, see [`crate::store::log::BACKLOG_HIGH`]). Publishers are blocked
+//! while any alarm is on.
 //!
 //! Charging on allocation and releasing on drop (rather than adding up queue
 //! lengths) counts a fanned-out message once and never drifts.
@@ -18,6 +20,7 @@ pub struct MemoryMonitor {
     high_watermark: u64,
     memory_alarm: std::sync::atomic::AtomicBool,
     disk_alarm: std::sync::atomic::AtomicBool,
+    log_alarm: std::sync::atomic::AtomicBool,
     blocked: watch::Sender<bool>,
 }
 
@@ -37,6 +40,7 @@ impl MemoryMonitor {
             high_watermark,
             memory_alarm: std::sync::atomic::AtomicBool::new(false),
             disk_alarm: std::sync::atomic::AtomicBool::new(false),
+            log_alarm: std::sync::atomic::AtomicBool::new(false),
             blocked,
         })
     }
@@ -61,13 +65,22 @@ impl MemoryMonitor {
     }
 
     fn update(&self) {
-        let blocked = self.memory_alarm.load(Ordering::Acquire) || self.disk_alarm.load(Ordering::Acquire);
+        let blocked = self.memory_alarm.load(Ordering::Acquire)
+            || self.disk_alarm.load(Ordering::Acquire)
+            || self.log_alarm.load(Ordering::Acquire);
         self.blocked.send_if_modified(|b| std::mem::replace(b, blocked) != blocked);
     }
 
     /// Set or clear the disk-free alarm (see [`watch_disk`]).
     pub fn set_disk_alarm(&self, on: bool) {
         if self.disk_alarm.swap(on, Ordering::AcqRel) != on {
+            self.update();
+        }
+    }
+
+    /// Set or clear the message log's backlog alarm (see [`crate::store::log::MessageLog::on_backlog`]).
+    pub fn set_log_alarm(&self, on: bool) {
+        if self.log_alarm.swap(on, Ordering::AcqRel) != on {
             self.update();
         }
     }

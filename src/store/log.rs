@@ -30,6 +30,12 @@
 //! overwrite blocks that already exist, so an fsync flushes data only, not the file's size
 //! and block map as well (one I/O wait fewer per group commit). A segment is cut to its
 //! records when the writer leaves it; recovery cuts the zero tail of the last one.
+//!
+//! Backlog: appends reach the writer through an unbounded channel, so when the disk falls
+//! behind (the kernel throttles writers once dirty pages pile up) the records wait in memory.
+//! The log counts those bytes and calls the hook given to [`MessageLog::on_backlog`] with
+//! `true` once they pass [`BACKLOG_HIGH`] and with `false` once the writer brought them under
+//! [`BACKLOG_LOW`]; the broker blocks publishers in between, as RabbitMQ's flow control does.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -103,6 +109,14 @@ fn split_payload(payload: &[u8]) -> Result<(Millis, Option<&str>, &[u8]), LogErr
 pub fn new_store_id() -> u64 {
     (rand::random::<u64>() & !TRANSIENT).max(1)
 }
+/// Unwritten append bytes above which the backlog hook is told to block publishers.
+pub const BACKLOG_HIGH: u64 = 256 << 20;
+/// Unwritten append bytes under which the backlog hook is told to let them go again.
+pub const BACKLOG_LOW: u64 = 64 << 20;
+
+/// Told `true` when the writer's backlog passed the high mark, `false` when it fell under the low.
+pub type BacklogHook = Box<dyn Fn(bool) + Send + Sync>;
+
 /// Refuse records larger than this on recovery (a corrupt length must not make us allocate GiBs).
 const MAX_RECORD: u32 = 512 * 1024 * 1024;
 
@@ -310,6 +324,38 @@ struct Shared {
     closing: AtomicBool,
     failed: Arc<AtomicBool>,
     segment_size: u64,
+    /// Bytes appended that the writer has not taken yet.
+    unwritten: AtomicU64,
+    /// Set while the backlog is above [`BACKLOG_HIGH`] and not yet back under [`BACKLOG_LOW`].
+    backlogged: AtomicBool,
+    /// Where backlog changes go (see [`MessageLog::on_backlog`]).
+    backlog_hook: std::sync::OnceLock<BacklogHook>,
+    /// [`BACKLOG_HIGH`] and [`BACKLOG_LOW`] (tests lower them).
+    backlog_marks: Mutex<(u64, u64)>,
+}
+
+impl Shared {
+    /// Count `bytes` more appended and not yet taken by the writer.
+    fn add_unwritten(&self, bytes: u64) {
+        let now = self.unwritten.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if now > self.backlog_marks.lock().0 && !self.backlogged.swap(true, Ordering::AcqRel) {
+            tracing::debug!(unwritten = now, "message log backlog high: blocking publishers");
+            if let Some(hook) = self.backlog_hook.get() {
+                hook(true);
+            }
+        }
+    }
+
+    /// Count `bytes` taken by the writer.
+    fn take_unwritten(&self, bytes: u64) {
+        let now = self.unwritten.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
+        if now < self.backlog_marks.lock().1 && self.backlogged.swap(false, Ordering::AcqRel) {
+            tracing::debug!(unwritten = now, "message log backlog low again");
+            if let Some(hook) = self.backlog_hook.get() {
+                hook(false);
+            }
+        }
+    }
 }
 
 /// Errors from the message log.
@@ -615,6 +661,10 @@ impl MessageLog {
             failed: Arc::clone(&failed),
             // Offsets must fit a `Detached`'s u32.
             segment_size: segment_size.clamp(4096, u64::from(u32::MAX / 2)),
+            unwritten: AtomicU64::new(0),
+            backlogged: AtomicBool::new(false),
+            backlog_hook: std::sync::OnceLock::new(),
+            backlog_marks: Mutex::new((BACKLOG_HIGH, BACKLOG_LOW)),
         });
         let writer_dir = dir.to_path_buf();
         let writer_shared = Arc::clone(&shared);
@@ -677,7 +727,14 @@ impl MessageLog {
         *head.live.entry(at.segment).or_insert(0) += 1;
         *head.total.entry(at.segment).or_insert(0) += 1;
         let durable = queue_id & TRANSIENT == 0;
-        head.send(&self.shared, Cmd::Append { segment: at.segment, bytes, lsn, durable })?;
+        let len = bytes.len() as u64;
+        // Counted before the writer can see it, so its subtraction never comes first.
+        self.shared.add_unwritten(len);
+        if let Err(e) = head.send(&self.shared, Cmd::Append { segment: at.segment, bytes, lsn, durable }) {
+            drop(head);
+            self.shared.take_unwritten(len);
+            return Err(e);
+        }
         Ok((Persisted { log: Some(Arc::clone(&self.shared)), at, delivered: false }, lsn))
     }
 
@@ -722,6 +779,23 @@ impl MessageLog {
     /// Record that a detached record is gone (as dropping its [`Persisted`] would).
     pub fn forget_detached(&self, at: Detached) {
         self.shared.forget(StoreRef { segment: at.segment, offset: u64::from(at.offset) });
+    }
+
+    /// Call `hook` with `true` when the writer's backlog of unwritten appends passes
+    /// [`BACKLOG_HIGH`] and with `false` when it is back under [`BACKLOG_LOW`] (from the
+    /// appending thread and the writer thread respectively). Only the first hook set counts.
+    pub fn on_backlog(&self, hook: BacklogHook) {
+        let _ = self.shared.backlog_hook.set(hook);
+    }
+
+    /// Test hook: move the backlog marks from [`BACKLOG_HIGH`] and [`BACKLOG_LOW`].
+    pub fn set_backlog_marks(&self, high: u64, low: u64) {
+        *self.shared.backlog_marks.lock() = (high, low);
+    }
+
+    /// Bytes appended that the writer has not taken yet.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.shared.unwritten.load(Ordering::Acquire)
     }
 
     /// Compact every sparse segment now and wait for it (the writer also does this on its
@@ -1372,7 +1446,10 @@ impl Writer<'_> {
     /// Carry out one command received; a reply waits in `replies` for the next sync.
     fn apply(&mut self, cmd: Cmd, replies: &mut Vec<mpsc::Sender<()>>) {
         match cmd {
-            Cmd::Append { segment, bytes, lsn, durable } => self.append(segment, &bytes, lsn, durable),
+            Cmd::Append { segment, bytes, lsn, durable } => {
+                self.append(segment, &bytes, lsn, durable);
+                self.shared.take_unwritten(bytes.len() as u64);
+            }
             Cmd::Mark { segment, generation, kind, offset } => self.mark(segment, generation, kind, offset),
             Cmd::Delete(segment) => self.pending_deletes.push(segment),
             Cmd::Sync(reply) => replies.push(reply),
@@ -1580,6 +1657,40 @@ mod tests {
 
     async fn open(dir: &Path) -> (MessageLog, Vec<Recovered>) {
         MessageLog::open(dir, SyncPolicy::Always, 1 << 20).expect("open")
+    }
+
+    #[tokio::test]
+    async fn the_backlog_hook_sees_unwritten_appends_pass_the_high_mark_and_drain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = open(dir.path()).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        log.on_backlog(Box::new(move |on| sink.lock().push(on)));
+        log.set_backlog_marks(8 * 1024, 2 * 1024);
+        let body = "x".repeat(1000);
+        let mut kept = Vec::new();
+        let mut last = 0;
+        {
+            // Held back in a batch scope, so nothing reaches the writer before the scope ends.
+            let _batch = log.batch();
+            for _ in 0..7 {
+                let (p, lsn) = append(&log, 7, &body);
+                kept.push(p);
+                last = lsn;
+            }
+            assert!(log.unwritten_bytes() < 8 * 1024);
+            assert!(seen.lock().is_empty(), "under the high mark, no alarm");
+            for _ in 0..3 {
+                let (p, lsn) = append(&log, 7, &body);
+                kept.push(p);
+                last = lsn;
+            }
+            assert!(log.unwritten_bytes() > 8 * 1024);
+            assert_eq!(*seen.lock(), vec![true], "told once, when the mark was passed");
+        }
+        log.wait_synced(last).await.expect("synced");
+        assert_eq!(log.unwritten_bytes(), 0);
+        assert_eq!(*seen.lock(), vec![true, false], "told again once the writer took them");
     }
 
     #[tokio::test]
