@@ -514,3 +514,58 @@ async fn disk_alarm_blocks_publishers() {
     assert!(blocked, "a publishing connection is blocked while the disk alarm is on");
     assert!(broker.logs().contains("disk alarm set"), "the log says why");
 }
+
+/// The broker's resident set in KiB, from `/proc/<pid>/status`.
+fn rss_kib(broker: &Broker) -> u64 {
+    let pid = broker.pid().expect("broker running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value")
+}
+
+#[tokio::test]
+async fn memory_freed_by_a_deleted_queue_goes_back_to_the_system() {
+    // Bodies stay in memory (no paging), so the queue's 192 MiB are charged and resident.
+    let broker = Broker::start_with("[broker]\nqueue_resident_bytes = 1073741824\n", &[]);
+    let (conn, ch) = connect(&broker).await;
+    declare(&ch, "big", FieldTable::default()).await;
+    declare(&ch, "small", FieldTable::default()).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let body = vec![7u8; 16 * 1024];
+    for i in 0..12_288u32 {
+        let confirm = ch
+            .basic_publish("".into(), "big".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+            .await
+            .expect("publish");
+        // A few small messages that outlive the big ones, spread through the heap.
+        if i % 64 == 0 {
+            ch.basic_publish(
+                "".into(),
+                "small".into(),
+                BasicPublishOptions::default(),
+                b"s",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        }
+        if i % 1024 == 1023 {
+            confirm.await.expect("confirm");
+        }
+    }
+    ch.wait_for_confirms().await.expect("confirms");
+    let peak = rss_kib(&broker);
+    assert!(peak > 192 * 1024, "the queue's bodies are resident: {peak} KiB");
+    ch.queue_delete("big".into(), QueueDeleteOptions::default()).await.expect("queue.delete");
+    // The reclaim task samples every 2 s and trims at most every 10 s.
+    let mut now = peak;
+    for _ in 0..300 {
+        now = rss_kib(&broker);
+        if now < peak / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(now < peak / 2, "resident set after the delete: {now} KiB (peak {peak} KiB)");
+    let _ = conn.close(200, "bye".into()).await;
+}
