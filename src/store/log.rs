@@ -328,32 +328,51 @@ struct Shared {
     unwritten: AtomicU64,
     /// Set while the backlog is above [`BACKLOG_HIGH`] and not yet back under [`BACKLOG_LOW`].
     backlogged: AtomicBool,
+    /// Held while `backlogged` changes and the hook hears of it, so an appender and the
+    /// writer crossing the marks at once leave the two in agreement.
+    backlog_turn: Mutex<()>,
     /// Where backlog changes go (see [`MessageLog::on_backlog`]).
     backlog_hook: std::sync::OnceLock<BacklogHook>,
     /// [`BACKLOG_HIGH`] and [`BACKLOG_LOW`] (tests lower them).
-    backlog_marks: Mutex<(u64, u64)>,
+    backlog_high: AtomicU64,
+    backlog_low: AtomicU64,
 }
 
 impl Shared {
     /// Count `bytes` more appended and not yet taken by the writer.
     fn add_unwritten(&self, bytes: u64) {
         let now = self.unwritten.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        if now > self.backlog_marks.lock().0 && !self.backlogged.swap(true, Ordering::AcqRel) {
-            tracing::debug!(unwritten = now, "message log backlog high: blocking publishers");
-            if let Some(hook) = self.backlog_hook.get() {
-                hook(true);
-            }
+        if now > self.backlog_high.load(Ordering::Relaxed) && !self.backlogged.load(Ordering::Acquire) {
+            self.settle_backlog();
         }
     }
 
     /// Count `bytes` taken by the writer.
     fn take_unwritten(&self, bytes: u64) {
         let now = self.unwritten.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
-        if now < self.backlog_marks.lock().1 && self.backlogged.swap(false, Ordering::AcqRel) {
-            tracing::debug!(unwritten = now, "message log backlog low again");
-            if let Some(hook) = self.backlog_hook.get() {
-                hook(false);
-            }
+        if now < self.backlog_low.load(Ordering::Relaxed) && self.backlogged.load(Ordering::Acquire) {
+            self.settle_backlog();
+        }
+    }
+
+    /// Bring `backlogged`, and the hook, in line with the count as it is now (off the hot
+    /// path: only when a mark looks crossed).
+    fn settle_backlog(&self) {
+        let _turn = self.backlog_turn.lock();
+        let now = self.unwritten.load(Ordering::Acquire);
+        let was = self.backlogged.load(Ordering::Acquire);
+        let on = if was {
+            now >= self.backlog_low.load(Ordering::Relaxed)
+        } else {
+            now > self.backlog_high.load(Ordering::Relaxed)
+        };
+        if on == was {
+            return;
+        }
+        self.backlogged.store(on, Ordering::Release);
+        tracing::debug!(unwritten = now, on, "message log backlog alarm");
+        if let Some(hook) = self.backlog_hook.get() {
+            hook(on);
         }
     }
 }
@@ -663,8 +682,10 @@ impl MessageLog {
             segment_size: segment_size.clamp(4096, u64::from(u32::MAX / 2)),
             unwritten: AtomicU64::new(0),
             backlogged: AtomicBool::new(false),
+            backlog_turn: Mutex::new(()),
             backlog_hook: std::sync::OnceLock::new(),
-            backlog_marks: Mutex::new((BACKLOG_HIGH, BACKLOG_LOW)),
+            backlog_high: AtomicU64::new(BACKLOG_HIGH),
+            backlog_low: AtomicU64::new(BACKLOG_LOW),
         });
         let writer_dir = dir.to_path_buf();
         let writer_shared = Arc::clone(&shared);
@@ -790,7 +811,8 @@ impl MessageLog {
 
     /// Test hook: move the backlog marks from [`BACKLOG_HIGH`] and [`BACKLOG_LOW`].
     pub fn set_backlog_marks(&self, high: u64, low: u64) {
-        *self.shared.backlog_marks.lock() = (high, low);
+        self.shared.backlog_high.store(high, Ordering::Relaxed);
+        self.shared.backlog_low.store(low, Ordering::Relaxed);
     }
 
     /// Bytes appended that the writer has not taken yet.

@@ -471,6 +471,12 @@ impl Broker {
         self.running.as_ref().map(|r| r.child.id())
     }
 
+    /// The broker process's resident set in KiB (`VmRSS` from `/proc/<pid>/status`).
+    /// Panics if it is not running.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid().expect("broker running"))
+    }
+
     /// Everything the broker wrote to stderr so far, over all its runs.
     pub fn logs(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
@@ -708,6 +714,17 @@ fn reader_thread(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
         let _ = pipe.read_to_end(&mut buf);
         buf
     })
+}
+
+/// The resident set of process `pid` in KiB (`VmRSS` from `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
 }
 
 #[cfg(test)]

@@ -515,14 +515,6 @@ async fn disk_alarm_blocks_publishers() {
     assert!(broker.logs().contains("disk alarm set"), "the log says why");
 }
 
-/// The broker's resident set in KiB, from `/proc/<pid>/status`.
-fn rss_kib(broker: &Broker) -> u64 {
-    let pid = broker.pid().expect("broker running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value")
-}
-
 #[tokio::test]
 async fn memory_freed_by_a_deleted_queue_goes_back_to_the_system() {
     // Bodies stay in memory (no paging), so the queue's 192 MiB are charged and resident.
@@ -554,13 +546,13 @@ async fn memory_freed_by_a_deleted_queue_goes_back_to_the_system() {
         }
     }
     ch.wait_for_confirms().await.expect("confirms");
-    let peak = rss_kib(&broker);
+    let peak = broker.rss_kib();
     assert!(peak > 192 * 1024, "the queue's bodies are resident: {peak} KiB");
     ch.queue_delete("big".into(), QueueDeleteOptions::default()).await.expect("queue.delete");
     // The reclaim task samples every 2 s and trims at most every 10 s.
     let mut now = peak;
     for _ in 0..300 {
-        now = rss_kib(&broker);
+        now = broker.rss_kib();
         if now < peak / 2 {
             break;
         }

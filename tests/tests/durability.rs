@@ -8,7 +8,7 @@ use std::time::Duration;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use switchyard_tests::Broker;
+use switchyard_tests::{Broker, rss_kib};
 
 async fn connect(broker: &Broker) -> (Connection, Channel) {
     let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.expect("connect");
@@ -226,16 +226,6 @@ async fn dead_letters_into_a_durable_queue_are_durable() {
     let (_c, ch) = connect(&broker).await;
     assert_eq!(drain(&ch, "src").await.len(), 0, "the rejected original is gone");
     assert_eq!(drain(&ch, "dlq").await.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>(), vec![b"poison".to_vec()]);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test]

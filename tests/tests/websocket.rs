@@ -13,7 +13,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use switchyard_tests::Broker;
+use switchyard_tests::{Broker, rss_kib};
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -664,15 +664,6 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 // ------------------------------------------------------------------------- slow consumers
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 /// A browser that subscribes and then reads nothing, while 10,000 msg/s of 1 KiB are
 /// published for 5 s: the broker's RSS stays bounded, another consumer of the same topic
